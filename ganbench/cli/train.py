@@ -1,0 +1,99 @@
+"""`ganbench train baseline`: the specified GAN, one or several seeds."""
+
+from __future__ import annotations
+
+import argparse
+
+from ganbench.config import SPEC_BETAS, BaselineConfig
+from ganbench.data import DATASETS
+from ganbench.errors import ConfigError
+
+EPILOG = """\
+examples:
+  ganbench train baseline                                  # the specification: MNIST, 100 epochs, seed 0
+  ganbench train baseline --dataset fashion-mnist --seeds 0,1,2
+  ganbench train baseline --dataset fashion-mnist --epochs 2 --max-train-images 2048   # a quick smoke run
+  ganbench train baseline --dataset fashion-mnist --resume # continue an interrupted run exactly
+
+outputs, under OUT/baseline/<dataset>/seed<k>/:
+  epoch_XXXX.pt   checkpoints (every --checkpoint-every epochs and at the end; load with weights_only=True)
+  epoch_XXXX.png  8x8 grid of samples from fixed noise, one per checkpoint
+  resume.pt       the latest epoch, rewritten every epoch so an interruption loses at most one epoch
+  history.csv     per epoch: D loss, G loss, mean D(x), mean D(G(z)), seconds, images/s
+  loss_curve.png  the losses and discriminator outputs per epoch
+  config.json     the resolved configuration
+"""
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,1,2, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("expected at least one seed, like 0,1,2")
+    return seeds
+
+
+def _betas(text: str) -> tuple[float, float]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers like 0.5,0.999, got {text!r}") from None
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected two numbers like 0.5,0.999, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def add_parser(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train a model", description="Train a model.")
+    kinds = train.add_subparsers(dest="kind", metavar="KIND", parser_class=type(train))
+    kinds.required = True
+
+    defaults = BaselineConfig()
+    p = kinds.add_parser(
+        "baseline",
+        help="the specified MLP GAN (see baselines/mnist-mlp-gan.md)",
+        description="Train the specified MLP GAN exactly as specified: G 100-256-512-1024-784 (ReLU, Tanh), "
+        "D 784-1024-512-256-1 (LeakyReLU 0.2, Dropout 0.3, Sigmoid), BCE, Adam lr 2e-4.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+    )
+    p.add_argument("--dataset", choices=DATASETS, default=defaults.dataset, help="training data (default: %(default)s)")
+    p.add_argument("--data-root", metavar="DIR", help="a folder holding the dataset's IDX files (.gz or raw)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs to train (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step (default: %(default)s)")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=defaults.seed, help="random seed of the run (default: %(default)s)")
+    seeds.add_argument("--seeds", type=_seed_list, metavar="S,S,...", help="several runs in one call, e.g. 0,1,2")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device, help="auto picks cuda when available (default: %(default)s)")
+    p.add_argument("--out", default=defaults.out, metavar="DIR", help="output root (default: %(default)s/)")
+    p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, metavar="N", help="write epoch_XXXX.pt every N epochs, and at the end (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue each seed's run from its latest checkpoint")
+    p.add_argument("--max-train-images", type=int, metavar="N", help="train on the first N images only (smoke tests, demos)")
+    p.add_argument("--betas", type=_betas, default=SPEC_BETAS, metavar="B1,B2", help="Adam betas (default: %(default)s, PyTorch's default, as specified; 0.5,0.999 is the common DCGAN variant)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_baseline)
+
+
+def configs_from_args(args) -> list[BaselineConfig]:
+    seeds = args.seeds if args.seeds is not None else [args.seed]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds lists a seed twice: {','.join(map(str, seeds))}")
+    return [
+        BaselineConfig(
+            dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
+            betas=args.betas, max_train_images=args.max_train_images, checkpoint_every=args.checkpoint_every,
+            device=args.device, out=args.out, data_root=args.data_root,
+        )
+        for seed in seeds
+    ]
+
+
+def run_baseline(args) -> int:
+    from ganbench.train.loop import train_baseline
+
+    configs = configs_from_args(args)  # validates every seed's config before the first one trains
+    for cfg in configs:
+        train_baseline(cfg, resume=args.resume, progress=not args.quiet)
+    return 0

@@ -1,0 +1,107 @@
+"""Typed, frozen configuration for each command, validated in one place.
+
+Defaults live on the fields. The CLI only parses strings into these objects; every range and
+consistency check is here, so a config that exists is a config that can run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ganbench.data import DATASETS
+from ganbench.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+SPEC_BETAS = (0.9, 0.999)  # PyTorch's Adam default, as the specification has it
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """One training run of the specified GAN (one seed)."""
+
+    dataset: str = "mnist"
+    epochs: int = 100
+    batch_size: int = 64
+    seed: int = 0
+    lr: float = 2e-4
+    betas: tuple[float, float] = SPEC_BETAS
+    latent_dim: int = 100
+    max_train_images: int | None = None
+    checkpoint_every: int = 10
+    device: str = "auto"
+    out: str = "checkpoints"
+    data_root: str | None = None
+
+    # Fields that may change between an interrupted run and its --resume without changing the maths.
+    RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device", "out", "data_root")
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; expected one of {', '.join(DATASETS)} (--dataset)")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_train_images is not None and self.max_train_images < 1:
+            raise ConfigError(f"--max-train-images must be at least 1, got {self.max_train_images}")
+        if self.max_train_images is not None and self.batch_size > self.max_train_images:
+            raise ConfigError(
+                f"--batch-size {self.batch_size} is larger than --max-train-images {self.max_train_images}; "
+                "lower --batch-size or raise --max-train-images"
+            )
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every must be at least 1 epoch, got {self.checkpoint_every}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be non-negative, got {self.seed}")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"--betas must be two numbers in [0, 1), got {self.betas}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)} (--device)")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+    @property
+    def run_dir(self) -> Path:
+        """OUT/baseline/<dataset>/seed<k>/"""
+        return Path(self.out) / "baseline" / self.dataset / f"seed{self.seed}"
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BaselineConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+    def training_identity(self) -> dict:
+        """The fields that define the maths of a run; a resume must match these exactly."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE_CHANGES}
+
+
+def check_writable_dir(path: str | Path, flag: str) -> None:
+    """Fail before any work if `path` cannot be created or written (nothing is created here)."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"{flag} {path}: {probe} exists and is not a directory; choose another {flag}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path} is not writable ({probe} denies write access); choose another {flag}")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What `ganbench train baseline` was asked to do: one config per seed, and whether to resume."""
+
+    configs: tuple[BaselineConfig, ...] = field(default_factory=tuple)
+    resume: bool = False

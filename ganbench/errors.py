@@ -1,0 +1,22 @@
+"""The one family of errors ganbench raises for problems a user can fix.
+
+Every message says what was received, what was expected and which flag or file fixes it.
+The CLI turns any `GanbenchError` into a one-line message and exit code 2; anything else is a bug
+and keeps its traceback.
+"""
+
+
+class GanbenchError(Exception):
+    """Base class: a problem with the user's input, files or environment."""
+
+
+class ConfigError(GanbenchError):
+    """An option value that is out of range or inconsistent with another option."""
+
+
+class DataUnavailableError(GanbenchError):
+    """A dataset (or weights file) that cannot be found locally and cannot be downloaded."""
+
+
+class CheckpointError(GanbenchError):
+    """A checkpoint that is missing, corrupt, unsafe to load or incompatible with the request."""

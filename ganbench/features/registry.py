@@ -1,0 +1,40 @@
+"""Extractor registry: its keys feed the CLI's `--extractor` choices.
+
+Builders are referenced as "module:function" strings and imported on first use, so listing the
+names (for `--help`) never imports torch-fidelity or loads weights.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ganbench.errors import ConfigError
+
+# name -> (builder "module:function", one-line description for --help)
+EXTRACTORS: dict[str, tuple[str, str]] = {
+    "inception": (
+        "ganbench.features.inception:build_inception",
+        "FID Inception v3 (pool3 2048-d features, 1008 logits); needs the pt_inception weights file",
+    ),
+    "lenet-fashion-mnist": (
+        "ganbench.features.lenet:build_lenet_fashion_mnist",
+        "small CNN classifier trained by ganbench on Fashion-MNIST; weights ship with ganbench",
+    ),
+    "lenet-mnist": (
+        "ganbench.features.lenet:build_lenet_mnist",
+        "small CNN classifier trained by ganbench on MNIST; trained on first use and cached",
+    ),
+}
+
+
+def extractor_names() -> tuple[str, ...]:
+    return tuple(EXTRACTORS)
+
+
+def build_extractor(name: str, **options):
+    """Build a registered extractor. Options are extractor-specific (weights=, preprocessing=, device=)."""
+    if name not in EXTRACTORS:
+        raise ConfigError(f"unknown extractor {name!r}; expected one of {', '.join(EXTRACTORS)} (--extractor)")
+    module_name, function_name = EXTRACTORS[name][0].split(":")
+    builder = getattr(importlib.import_module(module_name), function_name)
+    return builder(**options)
