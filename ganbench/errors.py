@@ -20,3 +20,8 @@ class DataUnavailableError(GanbenchError):
 
 class CheckpointError(GanbenchError):
     """A checkpoint that is missing, corrupt, unsafe to load or incompatible with the request."""
+
+
+class MetricError(GanbenchError):
+    """Inputs a metric cannot be computed on (too few samples, NaN features, k >= N, ...), or a
+    result that is numerically unsound (a large imaginary part in the Frechet distance)."""

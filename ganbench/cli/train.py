@@ -75,6 +75,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_baseline)
 
+    from ganbench.cli import classifier
+
+    classifier.add_parser(kinds)
+
 
 def configs_from_args(args) -> list[BaselineConfig]:
     seeds = args.seeds if args.seeds is not None else [args.seed]
