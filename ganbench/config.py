@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ganbench.data import DATASETS
@@ -86,22 +87,20 @@ class BaselineConfig:
 
 
 def check_writable_dir(path: str | Path, flag: str) -> None:
-    """Fail before any work if `path` cannot be created or written (nothing is created here)."""
+    """Fail before any work if `path` cannot be created or written; leaves nothing behind.
+
+    Probes by creating (and removing) a temp file in the nearest existing ancestor, because
+    `os.access` says yes to root even on read-only file systems.
+    """
     path = Path(path)
     probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
-    if probe.exists() and not probe.is_dir():
+    if not probe.is_dir():
         raise ConfigError(f"{flag} {path}: {probe} exists and is not a directory; choose another {flag}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path} is not writable ({probe} denies write access); choose another {flag}")
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    """What `ganbench train baseline` was asked to do: one config per seed, and whether to resume."""
-
-    configs: tuple[BaselineConfig, ...] = field(default_factory=tuple)
-    resume: bool = False
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".ganbench-write-test-")
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path} is not writable ({probe}: {exc.strerror}); choose another {flag}") from None
+    os.close(fd)
+    os.unlink(tmp)

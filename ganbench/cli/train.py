@@ -66,12 +66,15 @@ def add_parser(subparsers) -> None:
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=defaults.seed, help="random seed of the run (default: %(default)s)")
     seeds.add_argument("--seeds", type=_seed_list, metavar="S,S,...", help="several runs in one call, e.g. 0,1,2")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device, help="auto picks cuda when available (default: %(default)s)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device,
+                   help="auto picks cuda when available (default: %(default)s)")
     p.add_argument("--out", default=defaults.out, metavar="DIR", help="output root (default: %(default)s/)")
-    p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, metavar="N", help="write epoch_XXXX.pt every N epochs, and at the end (default: %(default)s)")
+    p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, metavar="N",
+                   help="write epoch_XXXX.pt every N epochs, and at the end (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue each seed's run from its latest checkpoint")
     p.add_argument("--max-train-images", type=int, metavar="N", help="train on the first N images only (smoke tests, demos)")
-    p.add_argument("--betas", type=_betas, default=SPEC_BETAS, metavar="B1,B2", help="Adam betas (default: %(default)s, PyTorch's default, as specified; 0.5,0.999 is the common DCGAN variant)")
+    p.add_argument("--betas", type=_betas, default=SPEC_BETAS, metavar="B1,B2",
+                   help="Adam betas (default: 0.9,0.999, PyTorch's default, as specified; 0.5,0.999 is the common DCGAN variant)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_baseline)
 

@@ -94,7 +94,8 @@ class TrainingState:
             "format_version": ckpt.FORMAT_VERSION,
             "ganbench_version": __version__,
             "kind": "baseline",
-            "config": self.cfg.to_dict(),
+            # Not "out": a checkpoint does not record where it was written, so moving a run keeps its bytes.
+            "config": {k: v for k, v in self.cfg.to_dict().items() if k != "out"},
             "epoch": self.epoch,
             "step": self.step,
             "dataset": {"name": dataset.name, "split": dataset.split, "num_images": len(dataset), "fingerprint": fingerprint},
@@ -168,13 +169,15 @@ def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, dict |
     theirs = BaselineConfig.from_dict(state["config"]).training_identity()
     ours = cfg.training_identity()
     if theirs != ours:
-        diff = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {ours.get(k)!r}" for k in ours if theirs.get(k) != ours.get(k))
+        changed = [k for k in ours if theirs.get(k) != ours.get(k)]
+        diff = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {ours.get(k)!r}" for k in changed)
         raise CheckpointError(
             f"--resume: {existing} was trained with a different config ({diff}); use the same options or another --out"
         )
     if state["epoch"] >= cfg.epochs:
         raise ConfigError(
-            f"--resume: {existing} already completed {state['epoch']} epochs (--epochs {cfg.epochs}); raise --epochs to train further"
+            f"--resume: {existing} already completed {state['epoch']} epochs (--epochs {cfg.epochs}); "
+            "raise --epochs to train further"
         )
     return dataset, state
 
@@ -253,7 +256,9 @@ def _train_epochs(state: TrainingState, dataset: ImageDataset, fingerprint: str,
                     means = (sums / (i + 1)).tolist()  # the only host sync, for the progress bar
                     rate = (i + 1) * b / max(time.perf_counter() - started, 1e-9)
                     bar.set_description(f"seed{cfg.seed} epoch {state.epoch + 1}/{cfg.epochs}")
-                    bar.set_postfix_str(f"D {means[0]:.3f} G {means[1]:.3f} D(x) {means[2]:.2f} D(G(z)) {means[3]:.2f} {rate:,.0f} img/s")
+                    bar.set_postfix_str(
+                        f"D {means[0]:.3f} G {means[1]:.3f} D(x) {means[2]:.2f} D(G(z)) {means[3]:.2f} {rate:,.0f} img/s"
+                    )
 
         state.epoch += 1
         seconds = time.perf_counter() - started

@@ -1,0 +1,85 @@
+"""The IDX loader, dataset search order and the offline error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_idx_split, write_idx
+
+from ganbench import data
+from ganbench.errors import ConfigError, DataUnavailableError
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_read_idx_round_trips_written_files(tmp_path, compress):
+    array = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    path = write_idx(tmp_path / "x-idx3-ubyte", array, compress=compress)
+    np.testing.assert_array_equal(data.read_idx(path), array)
+
+
+def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):
+    path = write_idx(tmp_path / "x-idx3-ubyte", np.zeros((4, 28, 28), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(DataUnavailableError, match="truncated or corrupt"):
+        data.read_idx(path)
+    (tmp_path / "junk").write_bytes(b"PK\x03\x04 not idx")
+    with pytest.raises(DataUnavailableError, match="not an IDX file"):
+        data.read_idx(tmp_path / "junk")
+
+
+def test_data_root_is_used_first_and_yields_uint8_nchw(tmp_path, capsys):
+    images, labels = make_idx_split(tmp_path, "train", 10, seed=3)
+    ds = data.load_dataset("fashion-mnist", "train", data_root=tmp_path)
+    assert ds.images.dtype == torch.uint8 and ds.images.shape == (10, 1, 28, 28)
+    np.testing.assert_array_equal(ds.images[:, 0].numpy(), images)
+    np.testing.assert_array_equal(ds.labels.numpy(), labels.astype(np.int64))
+    assert str(tmp_path) in capsys.readouterr().err  # where the data came from goes to stderr
+
+
+def test_torchvision_raw_layout_is_found(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    make_idx_split(raw, "test", 5, seed=4, compress=False)
+    assert len(data.load_dataset("mnist", "test", data_root=tmp_path)) == 5
+
+
+def test_fingerprint_identifies_the_data(tmp_path):
+    make_idx_split(tmp_path, "train", 10, seed=5)
+    ds = data.load_dataset("fashion-mnist", "train", data_root=tmp_path, log=False)
+    assert ds.fingerprint() == ds.head(10).fingerprint() != ds.head(9).fingerprint()
+
+
+@pytest.mark.skipif(not data.DEBIAN_FASHION_MNIST.is_dir(), reason="needs `apt-get install dataset-fashion-mnist`")
+def test_debian_fashion_mnist_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("GANBENCH_DATA", str(tmp_path))  # nothing cached: the Debian files must be the source
+    train = data.load_dataset("fashion-mnist", "train")
+    test = data.load_dataset("fashion-mnist", "test")
+    assert (len(train), len(test)) == (60000, 10000)
+    assert train.source.endswith(str(data.DEBIAN_FASHION_MNIST))
+    # Fashion-MNIST is balanced: 6,000 training and 1,000 test images per class.
+    assert torch.bincount(train.labels).tolist() == [6000] * 10
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+
+
+def test_offline_without_files_says_what_was_searched_and_how_to_fix(monkeypatch, tmp_path):
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno -3]>")
+
+    monkeypatch.setattr(data, "_download_torchvision", offline)
+    monkeypatch.setenv("GANBENCH_DATA", str(tmp_path))
+    with pytest.raises(DataUnavailableError, match=r"mnist train not found \(looked in .*\) and the download failed") as err:
+        data.load_dataset("mnist", "train")
+    assert "--data-root" in str(err.value) and "fashion-mnist" in str(err.value)
+
+
+def test_explicit_data_root_without_files_is_an_error(tmp_path):
+    with pytest.raises(DataUnavailableError, match="no mnist test IDX files in --data-root"):
+        data.load_dataset("mnist", "test", data_root=tmp_path)
+
+
+def test_unknown_dataset_and_split():
+    with pytest.raises(ConfigError, match="unknown dataset 'cifar'"):
+        data.load_dataset("cifar")
+    with pytest.raises(ConfigError, match="unknown split 'val'"):
+        data.load_dataset("mnist", "val")
