@@ -25,3 +25,7 @@ class CheckpointError(GanbenchError):
 class MetricError(GanbenchError):
     """Inputs a metric cannot be computed on (too few samples, NaN features, k >= N, ...), or a
     result that is numerically unsound (a large imaginary part in the Frechet distance)."""
+
+
+class GanbenchWarning(UserWarning):
+    """Something was wrong but ganbench recovered (a corrupt cache entry recomputed, for example)."""

@@ -20,15 +20,14 @@ would need arbitrary unpickling, so an untrusted checkpoint can never run code. 
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
+from ganbench.atomic import atomic_write_bytes
 from ganbench.errors import CheckpointError
 
 FORMAT = "ganbench.checkpoint"
@@ -38,21 +37,6 @@ _REQUIRED = ("format", "format_version", "kind", "config", "epoch", "step", "gen
 
 def checkpoint_name(epoch: int) -> str:
     return f"epoch_{epoch:04d}.pt"
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(file_object) on a temp file beside `path`, fsync it, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ganbench.train.checkpoint import atomic_write_bytes
+from ganbench.atomic import atomic_write_bytes
 
 HISTORY_COLUMNS = ("epoch", "step", "d_loss", "g_loss", "d_real", "d_fake", "seconds", "images_per_s")
 

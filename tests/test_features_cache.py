@@ -1,0 +1,143 @@
+"""Reference features: one extraction per protocol, cached atomically, never trusted when corrupt or mismatched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ganbench.errors import ConfigError, DataUnavailableError, GanbenchWarning
+from ganbench.features import cache
+from ganbench.features.base import ExtractorOutput, FeatureExtractor
+from ganbench.features.extract import extract_features
+from ganbench.reference import load_reference_statistics, reference_features
+
+
+class CountingExtractor(FeatureExtractor):
+    """A fixed random projection of the pixels; counts how many images it has seen."""
+
+    name = "counting"
+    feature_dim = 8
+    num_classes = 3
+
+    def __init__(self, preprocessing="unit", weights_sha256="w1"):
+        super().__init__()
+        self.preprocessing, self.weights_sha256 = preprocessing, weights_sha256
+        self.proj = torch.randn(28 * 28, 11, generator=torch.Generator().manual_seed(0))
+        self.images_seen = 0
+
+    def _forward(self, images):
+        self.images_seen += images.shape[0]
+        out = images.float().flatten(1) / 255 @ self.proj
+        return ExtractorOutput(out[:, :8], out[:, 8:])
+
+
+def _ref(extractor, root, cache_dir, count=20, split="test"):
+    return reference_features(extractor, "fashion-mnist", split, count, data_root=root, cache_dir=cache_dir, progress=False)
+
+
+def test_features_do_not_depend_on_batch_size():
+    images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    a = extract_features(CountingExtractor(), images, batch_size=3)
+    b = extract_features(CountingExtractor(), images, batch_size=10)
+    np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-5)  # float32 matmul rounding
+    assert a.features.shape == (10, 8) and a.logits.shape == (10, 3)
+    assert a.protocol == {"extractor": "counting", "preprocessing": "unit", "weights_sha256": "w1"}
+
+
+def test_reference_features_are_extracted_once_then_read_from_the_cache(tiny_data_root, tmp_path):
+    extractor = CountingExtractor()
+    first = _ref(extractor, tiny_data_root, tmp_path)
+    second = _ref(extractor, tiny_data_root, tmp_path)
+    assert extractor.images_seen == 20
+    np.testing.assert_array_equal(first.features, second.features)
+    np.testing.assert_array_equal(first.logits, second.logits)
+    assert second.source == {"dataset": "fashion-mnist", "split": "test", "count": 20}
+    assert not list(tmp_path.rglob("*.tmp")), "atomic writes leave no temp files"
+
+
+@pytest.mark.parametrize("change", ["count", "preprocessing", "weights", "split"])
+def test_every_field_of_the_protocol_keys_the_cache(tiny_data_root, tmp_path, change):
+    base = dict(dataset="fashion-mnist", split="test", count=20)
+    reference_features(CountingExtractor(), **base, data_root=tiny_data_root, cache_dir=tmp_path, progress=False)
+    extractor = CountingExtractor(
+        preprocessing="other" if change == "preprocessing" else "unit", weights_sha256="w2" if change == "weights" else "w1"
+    )
+    other = dict(base, count=10) if change == "count" else dict(base, split="train") if change == "split" else base
+    reference_features(extractor, **other, data_root=tiny_data_root, cache_dir=tmp_path, progress=False)
+    assert extractor.images_seen == other["count"], "a different protocol must not reuse the cached features"
+    assert len(list((tmp_path / "features").glob("*.npz"))) == 2
+
+
+def test_metric_protocol_version_keys_the_cache(monkeypatch):
+    fields = {"dataset": "mnist", "extractor": "x"}
+    before = cache.cache_key(fields)
+    monkeypatch.setattr(cache, "METRIC_PROTOCOL_VERSION", cache.METRIC_PROTOCOL_VERSION + 1)
+    assert cache.cache_key(fields) != before
+
+
+def test_corrupt_entry_is_recomputed_with_a_warning(tiny_data_root, tmp_path):
+    good = _ref(CountingExtractor(), tiny_data_root, tmp_path)
+    (entry,) = (tmp_path / "features").glob("*.npz")
+    entry.write_bytes(entry.read_bytes()[:100])
+    extractor = CountingExtractor()
+    with pytest.warns(GanbenchWarning, match=r"feature cache entry .* is unreadable .*; recomputing it"):
+        again = _ref(extractor, tiny_data_root, tmp_path)
+    assert extractor.images_seen == 20
+    np.testing.assert_array_equal(good.features, again.features)
+    with np.load(entry, allow_pickle=False) as npz:  # the bad entry was replaced by a good one
+        assert npz["features"].shape == (20, 8)
+
+
+def test_entry_whose_stored_key_differs_is_not_trusted(tiny_data_root, tmp_path):
+    _ref(CountingExtractor(), tiny_data_root, tmp_path)
+    (entry,) = (tmp_path / "features").glob("*.npz")
+    impostor = CountingExtractor(weights_sha256="w2")
+    fields_w2 = {"dataset": "fashion-mnist", "split": "test", "count": 20}
+    # Put the w1 entry where the w2 entry belongs: its stored key no longer matches its name.
+    target = cache.entry_path(tmp_path, {**fields_w2, "data_sha256": _fingerprint(tiny_data_root), **impostor.protocol})
+    target.write_bytes(entry.read_bytes())
+    with pytest.warns(GanbenchWarning, match="its stored key does not match the request"):
+        _ref(impostor, tiny_data_root, tmp_path)
+    assert impostor.images_seen == 20
+
+
+def _fingerprint(root):
+    from ganbench.data import load_dataset
+
+    return load_dataset("fashion-mnist", "test", root, log=False).head(20).fingerprint()
+
+
+def test_cache_dir_defaults_to_the_environment_then_user_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "env"))
+    assert cache.default_cache_dir() == tmp_path / "env"
+    monkeypatch.delenv("GANBENCH_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.default_cache_dir() == tmp_path / "xdg" / "ganbench"
+
+
+def test_too_many_reference_images(tiny_data_root, tmp_path):
+    with pytest.raises(ConfigError, match="asked for 100 reference images but fashion-mnist test has 64"):
+        reference_features(CountingExtractor(), "fashion-mnist", "test", 100, data_root=tiny_data_root, cache_dir=tmp_path)
+
+
+def test_external_statistics_carry_their_declared_protocol(tmp_path):
+    mu, sigma = np.arange(3.0), np.eye(3)
+    np.savez(tmp_path / "stats.npz", mu=mu, sigma=sigma)
+    stats = load_reference_statistics(tmp_path / "stats.npz", {"extractor": "inception", "preprocessing": "tf1"})
+    np.testing.assert_array_equal(stats.mu, mu)
+    assert stats.protocol["preprocessing"] == "tf1" and len(stats.protocol["statistics_sha256"]) == 64
+
+
+def test_external_statistics_bad_inputs(tmp_path):
+    with pytest.raises(DataUnavailableError, match="do not exist"):
+        load_reference_statistics(tmp_path / "none.npz", {"extractor": "inception"})
+    np.savez(tmp_path / "wrong.npz", mean=np.zeros(3))
+    with pytest.raises(ConfigError, match="need arrays 'mu' and 'sigma'"):
+        load_reference_statistics(tmp_path / "wrong.npz", {"extractor": "inception"})
+    np.savez(tmp_path / "shape.npz", mu=np.zeros(3), sigma=np.eye(2))
+    with pytest.raises(ConfigError, match=r"expected mu \(D,\) and sigma \(D, D\)"):
+        load_reference_statistics(tmp_path / "shape.npz", {"extractor": "inception"})
+    np.savez(tmp_path / "ok.npz", mu=np.zeros(2), sigma=np.eye(2))
+    with pytest.raises(ConfigError, match="say which extractor"):
+        load_reference_statistics(tmp_path / "ok.npz", {})
