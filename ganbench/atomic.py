@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call write(file_object) on a temp file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
@@ -19,6 +25,7 @@ def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object]) ->
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs should get the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
