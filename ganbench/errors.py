@@ -27,5 +27,9 @@ class MetricError(GanbenchError):
     result that is numerically unsound (a large imaginary part in the Frechet distance)."""
 
 
+class ResultsStoreError(GanbenchError):
+    """A results file that cannot be opened, read or written (wrong format, newer schema, locked too long)."""
+
+
 class GanbenchWarning(UserWarning):
     """Something was wrong but ganbench recovered (a corrupt cache entry recomputed, for example)."""

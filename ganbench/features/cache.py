@@ -26,10 +26,7 @@ import numpy as np
 from ganbench.atomic import atomic_write_bytes
 from ganbench.errors import GanbenchWarning
 from ganbench.features.extract import FeatureSet
-
-# Bump when a change in ganbench alters features or what metrics compute from them, so that old
-# cache entries and stored results are never mixed with new ones.
-METRIC_PROTOCOL_VERSION = 1
+from ganbench.protocol import METRIC_PROTOCOL_VERSION
 
 
 def default_cache_dir() -> Path:

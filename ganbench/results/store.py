@@ -1,0 +1,308 @@
+"""The results store: one SQLite file that `ganbench eval` writes and `ganbench report` reads.
+
+Guarantees, and how they are kept:
+- All or nothing per checkpoint: `write_results(rows)` is one `BEGIN IMMEDIATE ... COMMIT`; a killed
+  process leaves the last committed state (SQLite's journal rolls back the rest on next open).
+- Concurrent writers lose nothing: WAL journal, a busy timeout so a writer waits for the lock instead
+  of failing, and `BEGIN IMMEDIATE` so the write lock is taken up front (a deferred transaction that
+  upgrades from read to write can fail without waiting). Lock errors are retried until
+  `lock_timeout_s`, then reported as a `ResultsStoreError`.
+- Idempotent re-runs: rows are unique on (source_sha256, protocol_key, metric). Writing an existing
+  'ok' row keeps the stored one unless `replace=True` (`--force`). A 'failed' row is always replaced
+  by a newer row, and a failure never replaces an 'ok' row, so a flaky re-run cannot erase a result.
+- `PRAGMA user_version` holds the schema version and `PRAGMA application_id` marks the file as
+  ganbench's; any other file is refused with a one-line error rather than modified.
+
+The store never prints; callers report what was written or skipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ganbench import __version__
+from ganbench.errors import ResultsStoreError
+from ganbench.results.schema import APPLICATION_ID, COLUMNS, DDL, SCHEMA_VERSION, ResultRow
+
+if TYPE_CHECKING:
+    import pandas
+
+DEFAULT_RESULTS_PATH = Path("results/ganbench.sqlite")
+
+T = TypeVar("T")
+
+_COLUMN_LIST = ", ".join(COLUMNS)
+_UPSERT = (
+    f"INSERT INTO results ({_COLUMN_LIST}) VALUES ({', '.join(':' + c for c in COLUMNS)}) "
+    "ON CONFLICT (source_sha256, protocol_key, metric) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS)
+    # The conflict policy in one place: replace failures always, successes only when asked.
+    + " WHERE results.status = 'failed' OR (excluded.status = 'ok' AND :replace)"
+)
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOTADB = 5, 6, 26
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF  # extended codes (BUSY_SNAPSHOT, ...) keep the primary in the low byte
+
+
+def _is_lock_error(exc: sqlite3.Error) -> bool:
+    return _primary_code(exc) in (_SQLITE_BUSY, _SQLITE_LOCKED) or "database is locked" in str(exc)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a DDL script into statements (executescript would COMMIT our open transaction first)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending.strip()
+            pending = ""
+    assert not pending.strip(), f"incomplete statement in DDL: {pending!r}"
+
+
+class ResultsStore:
+    """An open results file. Use as a context manager, or call `close()`.
+
+    `create=False` is for readers: a missing file is an error instead of a new empty store.
+    Not shared between threads or processes: open one store per process (connections do not survive fork).
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_RESULTS_PATH, *, create: bool = True, lock_timeout_s: float = 60.0):
+        self.path = Path(path)
+        self.lock_timeout_s = float(lock_timeout_s)
+        if self.path.is_dir():
+            example = self.path / "ganbench.sqlite"
+            raise ResultsStoreError(f"{self.path} is a folder; pass a results file to --results, e.g. {example}")
+        if not self.path.exists():
+            if not create:
+                raise ResultsStoreError(f"{self.path}: no results store here; run `ganbench eval --results {self.path}` first")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ResultsStoreError(f"{self.path}: cannot create its folder ({exc}); pass a writable --results path") from exc
+        try:
+            # isolation_level=None: no implicit transactions; every write goes through transaction().
+            self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, timeout=self.lock_timeout_s, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ResultsStoreError(f"{self.path}: cannot open ({exc}); pass a readable --results path") from exc
+        try:
+            self._retry_locked(self._prepare)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Check the file is a compatible ganbench store (creating the schema in a new one); never alter another file."""
+        conn = self._connection
+        try:
+            version, app_id, tables = self._header()
+            if app_id == 0 and version == 0 and tables == 0:
+                conn.execute("PRAGMA journal_mode = WAL")  # persistent in the file; must be set outside a transaction
+                self._create_schema()
+                version, app_id, tables = self._header()
+            if app_id != APPLICATION_ID:
+                raise ResultsStoreError(
+                    f"{self.path} is a SQLite database but not a ganbench results store; pass a different --results path"
+                )
+            if version != SCHEMA_VERSION:
+                origin = "a newer ganbench" if version > SCHEMA_VERSION else "an unknown ganbench version"
+                raise ResultsStoreError(
+                    f"{self.path} has results schema version {version}, written by {origin}; ganbench {__version__} reads "
+                    f"schema version {SCHEMA_VERSION}: upgrade ganbench or pass a new --results path"
+                )
+            conn.execute("PRAGMA journal_mode = WAL")  # a no-op unless the file was copied out of WAL mode
+            # FULL: a committed checkpoint survives power loss too; one fsync per checkpoint is nothing next to evaluation.
+            conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.DatabaseError as exc:
+            if _is_lock_error(exc):
+                raise  # retried by the caller
+            what = "is not a SQLite database" if _primary_code(exc) == _SQLITE_NOTADB else "cannot be read as a results store"
+            raise ResultsStoreError(f"{self.path} {what} ({exc}); pass a different --results path") from exc
+
+    def _header(self) -> tuple[int, int, int]:
+        conn = self._connection
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        return version, app_id, tables
+
+    def _create_schema(self) -> None:
+        conn = self._connection
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have created it between our first look and taking the lock.
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                for statement in _statements(DDL):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def _retry_locked(self, action: Callable[[], T]) -> T:
+        """Run `action`, retrying while another connection holds the lock, up to `lock_timeout_s` in all.
+
+        The busy timeout already waits inside SQLite; this covers the cases where SQLite returns BUSY
+        without waiting (WAL recovery, a journal-mode change by another process)."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if not _is_lock_error(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise ResultsStoreError(
+                        f"{self.path} is still locked by another process after {self.lock_timeout_s:g} s; "
+                        "wait for it to finish or pass a different --results path"
+                    ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    @property
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"results store {self.path} is closed")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.path)!r})"
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Batch]:
+        """One write transaction: everything written through the batch commits together, or nothing does.
+
+        It holds the store's write lock, so compute first and open it only to write."""
+        conn = self._connection
+        if conn.in_transaction:
+            raise RuntimeError("results store transactions do not nest")
+        self._retry_locked(lambda: self._write_step(lambda: conn.execute("BEGIN IMMEDIATE")))
+        batch = Batch(self)
+        try:
+            yield batch
+            self._write_step(lambda: conn.execute("COMMIT"))
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        finally:
+            batch._open = False
+
+    def write_results(self, rows: Iterable[ResultRow], *, replace: bool = False) -> int:
+        """Write one checkpoint's rows in one transaction; returns how many were inserted or replaced.
+
+        Existing 'ok' rows are kept unless `replace` (for --force); rows not written = len(rows) - return.
+        If iterating `rows` raises, nothing from this call is stored."""
+        with self.transaction() as batch:
+            for row in rows:
+                batch.write(row, replace=replace)
+        return batch.written
+
+    def _write_step(self, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if _is_lock_error(exc):
+                raise
+            hint = "free disk space or pass a writable --results path"
+            raise ResultsStoreError(f"cannot write to {self.path} ({exc}); {hint}") from exc
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def completed_metrics(self, source_sha256: str, protocol_key: str) -> frozenset[str]:
+        """Metrics with an 'ok' row for this source under this protocol: the ones a re-run can skip."""
+        cursor = self._connection.execute(
+            "SELECT metric FROM results WHERE source_sha256 = ? AND protocol_key = ? AND status = 'ok'",
+            (source_sha256, protocol_key),
+        )
+        return frozenset(metric for (metric,) in cursor.fetchall())
+
+    def rows(self, **where: Any) -> list[dict[str, Any]]:
+        """Rows as dicts with exactly the keys of schema.COLUMNS, in the order they were first written.
+
+        Each keyword is a column: `metric="fid"`; None matches NULL; a list/tuple/set matches any of its values."""
+        clauses, params = _where(where)
+        sql = f"SELECT {_COLUMN_LIST} FROM results{clauses} ORDER BY id"
+        cursor = self._connection.execute(sql, params)
+        try:
+            return [dict(zip(COLUMNS, values, strict=True)) for values in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def to_dataframe(self, **where: Any) -> pandas.DataFrame:
+        """`rows(**where)` as a long-format DataFrame with fixed columns and dtypes, whichever metrics are present:
+        text -> "string", integers -> "Int64" (nullable), reals -> float64, created_at -> datetime64[us, UTC]."""
+        import pandas as pd  # lazy: keeps `ganbench --help` and the eval path free of pandas
+
+        records = self.rows(**where)
+        columns = {}
+        for name, kind in COLUMNS.items():
+            values = [record[name] for record in records]
+            if kind == "time":
+                columns[name] = pd.Series(pd.to_datetime(values, utc=True, format="ISO8601").as_unit("us"))
+            else:
+                columns[name] = pd.Series(values, dtype={"text": "string", "int": "Int64", "real": "float64"}[kind])
+        return pd.DataFrame(columns)
+
+
+class Batch:
+    """The writer handed out by `ResultsStore.transaction()`; valid only inside its `with` block."""
+
+    def __init__(self, store: ResultsStore):
+        self._store = store
+        self._open = True
+        self.written = 0
+
+    def write(self, row: ResultRow, *, replace: bool = False) -> bool:
+        """Insert `row`, or replace the stored one per the store's policy; True when the store changed."""
+        if not self._open:
+            raise RuntimeError("this results batch's transaction has ended")
+        if not isinstance(row, ResultRow):
+            raise TypeError(f"expected a ResultRow, got {type(row).__name__}")
+        params = {**row.to_record(), "replace": bool(replace)}
+        cursor = self._store._write_step(lambda: self._store._connection.execute(_UPSERT, params))
+        changed = cursor.rowcount > 0
+        cursor.close()
+        self.written += changed
+        return changed
+
+
+def _where(where: dict[str, Any]) -> tuple[str, list[Any]]:
+    unknown = sorted(set(where) - COLUMNS.keys())
+    if unknown:
+        raise ValueError(f"unknown results column(s) {unknown}; columns are {list(COLUMNS)}")
+    clauses, params = [], []
+    for name, value in where.items():
+        if isinstance(value, list | tuple | set | frozenset):
+            values = list(value)
+            clauses.append(f"{name} IN ({', '.join('?' * len(values))})" if values else "0")
+            params.extend(values)
+        else:
+            clauses.append(f"{name} IS ?")  # IS: equality that also matches NULL to None
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
