@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ganbench.cli import train
+    from ganbench.cli import reference, train
 
     parser = _Parser(
         prog="ganbench",
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     train.add_parser(subparsers)
+    reference.add_parser(subparsers)
     return parser
 
 

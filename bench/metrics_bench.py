@@ -1,0 +1,214 @@
+"""Metric maths vs the reference implementations, measured in the same run.
+
+Sections (each a function returning table rows; add more to SECTIONS):
+  frechet  ganbench `frechet_distance` vs pytorch-fid `calculate_frechet_distance` on D-dim statistics
+  prdc     ganbench `prdc` vs `prdc.compute_prdc` (nearest_k=5) on N x D float32 features: seconds and
+           the peak resident memory the call adds, each measurement in its own subprocess
+
+Ours and the peer alternate round by round, so load from other jobs on the machine hits both alike;
+medians are reported.
+
+    python bench/metrics_bench.py [--sections frechet,prdc] [--prdc-sizes 5000,10000,20000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+
+FEATURE_SEED = 0
+
+
+def synthetic_features(n: int, dim: int, seed: int, spread: float = 1.0, shift: float = 0.0) -> np.ndarray:
+    """Inception-like float32 features: non-negative, correlated, low intrinsic dimension (ReLU of a
+    32-d latent through a fixed random map, plus noise)."""
+    mapping = np.random.default_rng(FEATURE_SEED).standard_normal((32, dim)) / np.sqrt(32)
+    rng = np.random.default_rng(seed)
+    latent = spread * rng.standard_normal((n, 32)) + shift
+    return np.maximum(latent @ mapping + 0.3 * rng.standard_normal((n, dim)), 0).astype(np.float32)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+# ---- Frechet distance -------------------------------------------------------------------------
+
+
+def bench_frechet(dim: int = 2048, samples: int = 5000, rounds: int = 3) -> list[dict]:
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    from ganbench.metrics.fid import feature_statistics, frechet_distance
+
+    stats1 = feature_statistics(synthetic_features(samples, dim, seed=1))
+    stats2 = feature_statistics(synthetic_features(samples, dim, seed=2, spread=1.1, shift=0.05))
+    ours_s, peer_s = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        ours = frechet_distance(*stats1, *stats2)
+        ours_s.append(time.perf_counter() - started)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # its sqrtm(disp=False)
+            started = time.perf_counter()
+            peer = float(calculate_frechet_distance(*stats1, *stats2))
+            peer_s.append(time.perf_counter() - started)
+    return [
+        {
+            "case": f"Frechet distance, D={dim} (stats of {samples} samples)",
+            "ours_s": _median(ours_s),
+            "peer_s": _median(peer_s),
+            "speedup": _median(peer_s) / _median(ours_s),
+            "ours_mb": None,
+            "peer_mb": None,
+            "check": f"value {ours:.6f} vs {peer:.6f}, rel diff {abs(ours - peer) / abs(peer):.1e}",
+        }
+    ]
+
+
+# ---- PRDC ---------------------------------------------------------------------------------------
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+class PeakMemory:
+    """Peak resident memory added while inside the block, in MB (VmHWM reset via clear_refs, with a
+    5 ms RSS sampler as fallback where the reset is not permitted)."""
+
+    def __enter__(self):
+        self.before = _status_kb("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.sampler = None
+        except OSError:
+            self.peak, self.stop = self.before, threading.Event()
+            self.sampler = threading.Thread(target=self._sample, daemon=True)
+            self.sampler.start()
+        return self
+
+    def _sample(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, _status_kb("VmRSS"))
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        if self.sampler is None:
+            self.peak = _status_kb("VmHWM")
+        else:
+            self.stop.set()
+            self.sampler.join()
+        self.added_mb = (self.peak - self.before) / 1024
+
+
+def prdc_child(which: str, n: int, dim: int, k: int) -> dict:
+    """One measurement, run in a fresh process: seconds, added peak MB and the four values."""
+    import prdc as prdc_lib
+
+    from ganbench.metrics.prdc import prdc
+
+    real = synthetic_features(n, dim, seed=1)
+    fake = synthetic_features(n, dim, seed=2, spread=1.1, shift=0.05)
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        if which == "ours":
+            values = prdc(real, fake, k)
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints the sample counts
+                values = {name: float(v) for name, v in prdc_lib.compute_prdc(real, fake, k).items()}
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "added_mb": memory.added_mb, "values": values}
+
+
+def _run_child(which: str, n: int, dim: int, k: int) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", which, str(n), str(dim), str(k)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_prdc(sizes: list[int], dim: int = 2048, k: int = 5, rounds: int = 1) -> list[dict]:
+    rows = []
+    for n in sizes:
+        runs: dict[str, list[dict]] = {"ours": [], "peer": []}
+        for r in range(rounds):
+            for which in ("ours", "peer") if r % 2 == 0 else ("peer", "ours"):
+                runs[which].append(_run_child(which, n, dim, k))
+        ours_values = [run["values"] for run in runs["ours"]]
+        peer_values = runs["peer"][0]["values"]
+        equal = all(v == peer_values for v in ours_values)
+        ours_s = _median([run["seconds"] for run in runs["ours"]])
+        peer_s = _median([run["seconds"] for run in runs["peer"]])
+        shown = ", ".join(f"{name[0]}={value:.4f}" for name, value in peer_values.items())
+        rows.append(
+            {
+                "case": f"PRDC k={k}, N={n} per side, D={dim}",
+                "ours_s": ours_s,
+                "peer_s": peer_s,
+                "speedup": peer_s / ours_s,
+                "ours_mb": _median([run["added_mb"] for run in runs["ours"]]),
+                "peer_mb": _median([run["added_mb"] for run in runs["peer"]]),
+                "check": f"{'equal' if equal else 'DIFFERENT'} ({shown})",
+            }
+        )
+    return rows
+
+
+# ---- table and CLI ------------------------------------------------------------------------------
+
+
+def print_table(rows: list[dict], peer_names: str) -> None:
+    print(f"peers: {peer_names}")
+    header = f"| {'case':44s} | {'ours s':>8s} | {'peer s':>8s} | {'speed-up':>8s} | {'ours +MB':>8s} | {'peer +MB':>8s} | check"
+    print(header)
+    print("|" + "|".join("-" * (len(cell) + 0) for cell in header.split("|")[1:-1]) + "|-------")
+    for row in rows:
+        mb = [f"{row[key]:8.0f}" if row[key] is not None else f"{'-':>8s}" for key in ("ours_mb", "peer_mb")]
+        print(
+            f"| {row['case']:44s} | {row['ours_s']:8.2f} | {row['peer_s']:8.2f} | {row['speedup']:7.1f}x | "
+            f"{mb[0]} | {mb[1]} | {row['check']}"
+        )
+
+
+SECTIONS = {
+    "frechet": lambda args: bench_frechet(rounds=args.rounds),
+    "prdc": lambda args: bench_prdc([int(s) for s in args.prdc_sizes.split(",")], rounds=args.prdc_rounds),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {', '.join(SECTIONS)}")
+    parser.add_argument("--prdc-sizes", default="5000,10000,20000", help="comma-separated N per side")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds for in-process timings")
+    parser.add_argument("--prdc-rounds", type=int, default=1, help="alternating subprocess rounds per PRDC size")
+    parser.add_argument("--child", nargs=4, metavar=("WHICH", "N", "DIM", "K"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        which, n, dim, k = args.child
+        print(json.dumps(prdc_child(which, int(n), int(dim), int(k))))
+        return 0
+    rows = []
+    for name in args.sections.split(","):
+        rows += SECTIONS[name](args)
+    print_table(rows, "pytorch-fid calculate_frechet_distance (scipy sqrtm); prdc.compute_prdc (scikit-learn distances)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

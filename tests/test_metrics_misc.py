@@ -1,0 +1,97 @@
+"""Class metrics on hand-made predictions, the metric registry, and bootstrap intervals."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from ganbench.errors import ConfigError, MetricError
+from ganbench.metrics import registry
+from ganbench.metrics.bootstrap import bootstrap_intervals
+from ganbench.metrics.classes import class_kl_from_uniform, classes_covered, classes_covered_fraction
+from ganbench.metrics.fid import fid_from_features
+from ganbench.metrics.prdc import prdc
+
+
+def test_classes_covered_counts_classes_predicted_at_least_once():
+    assert classes_covered([0, 0, 1, 3], 5) == 3
+    assert classes_covered_fraction([0, 0, 1, 3], 5) == pytest.approx(0.6)
+    assert classes_covered(torch.tensor([4, 4, 4]), 5) == 1
+    assert classes_covered(np.arange(10), 10) == 10
+
+
+def test_class_kl_from_uniform_closed_forms():
+    c = 5
+    assert class_kl_from_uniform(np.repeat(np.arange(c), 7), c) == pytest.approx(0.0, abs=1e-15)
+    assert class_kl_from_uniform(np.full(40, 2), c) == pytest.approx(math.log(c), rel=1e-15)
+    # 3 of class 0, 1 of class 1, none of the other 2: KL(p || U) against scipy's definition
+    expected = scipy.stats.entropy([0.75, 0.25, 0.0, 0.0], np.full(4, 0.25))
+    assert class_kl_from_uniform([0, 0, 0, 1], 4) == pytest.approx(expected, rel=1e-14)
+
+
+def test_class_metrics_bad_inputs():
+    with pytest.raises(MetricError, match=r"pred: class indices range over \[0, 5\]; expected values in \[0, 4\]"):
+        classes_covered([0, 5], 5)
+    with pytest.raises(MetricError, match="pred: expected integer class indices, received dtype float64"):
+        class_kl_from_uniform(np.array([0.0, 1.0]), 2)
+    with pytest.raises(MetricError, match=r"expected a non-empty 1-D array of class indices, received shape \(0,\)"):
+        classes_covered(np.array([], dtype=int), 3)
+    with pytest.raises(MetricError, match="num_classes: expected a positive integer, received 0"):
+        classes_covered([0], 0)
+
+
+def test_registry_names_directions_and_needs():
+    assert registry.metric_names() == (
+        "fid", "is", "kid", "precision", "recall", "density", "coverage", "classes_covered", "class_kl",
+    )
+    lower = {name for name in registry.metric_names() if registry.direction(name) == "lower"}
+    assert lower == {"fid", "kid", "class_kl"}
+    assert registry.get_metric("is").needs == "logits"
+    assert registry.get_metric("classes_covered").needs == "classes"
+    assert all(spec.description and spec.min_samples >= 1 for spec in registry.METRICS.values())
+    with pytest.raises(ConfigError, match=r"unknown metric 'fld'; expected one of fid, is, .* \(--metrics\)"):
+        registry.get_metric("fld")
+
+
+def test_registry_functions_compute_their_metric():
+    rng = np.random.default_rng(0)
+    real, fake = rng.standard_normal((60, 8)), rng.standard_normal((70, 8)) + 0.2
+    assert registry.metric_function("fid")(real, fake) == fid_from_features(real, fake)
+    for name in ("density", "coverage"):
+        spec = registry.get_metric(name)
+        assert registry.metric_function(name)(real, fake)[spec.key] == prdc(real, fake, 5)[name]
+    assert registry.metric_function("precision")(real, fake)["precision"] == prdc(real, fake, 3)["precision"]
+    spec = registry.get_metric("is")
+    assert registry.metric_function("is")(rng.standard_normal((20, 4)), splits=1)[spec.key] > 1.0
+
+
+def test_bootstrap_intervals_resample_both_sets_reproducibly():
+    rng = np.random.default_rng(1)
+    real, fake = rng.standard_normal((80, 6)), rng.standard_normal((90, 6)) + 0.5
+    out = bootstrap_intervals(real, fake, resamples=20, seed=3)
+    assert set(out) == {"fid", "precision", "recall", "density", "coverage"}
+    assert out == bootstrap_intervals(real, fake, resamples=20, seed=3)
+    assert out != bootstrap_intervals(real, fake, resamples=20, seed=4)
+    for interval in out.values():
+        assert interval.low <= interval.high and interval.std > 0
+    # the documented draws: default_rng(seed).integers, real then fake, per resample
+    draws = np.random.default_rng(3)
+    fids = []
+    for _ in range(20):
+        r = real[draws.integers(0, 80, 80)]
+        fids.append(fid_from_features(r, fake[draws.integers(0, 90, 90)]))
+    assert out["fid"].low == pytest.approx(np.percentile(fids, 2.5), rel=1e-12)
+    assert out["fid"].high == pytest.approx(np.percentile(fids, 97.5), rel=1e-12)
+    assert out["fid"].std == pytest.approx(np.std(fids, ddof=1), rel=1e-12)
+
+
+def test_bootstrap_bad_inputs():
+    real = np.random.default_rng(2).standard_normal((30, 4))
+    with pytest.raises(MetricError, match=r"metrics: received \['fid', 'kid'\]; expected a non-empty subset of"):
+        bootstrap_intervals(real, real, metrics=("fid", "kid"))
+    with pytest.raises(MetricError, match="resamples: received 1; an interval needs at least 2"):
+        bootstrap_intervals(real, real, resamples=1)
+    with pytest.raises(MetricError, match="level: received 1.5"):
+        bootstrap_intervals(real, real, level=1.5)

@@ -1,0 +1,123 @@
+"""Precision/recall/density/coverage: exact equality with prdc (counts, so values to the last bit),
+with torch-fidelity's PRC, chunking invariance, near-ties that float32 distances would get wrong,
+and pinned error messages."""
+
+import contextlib
+import io
+
+import numpy as np
+import prdc as prdc_lib
+import pytest
+import torch
+from torch_fidelity.metric_prc import prc_features_to_metric
+
+from ganbench.errors import MetricError
+from ganbench.metrics.prdc import density_coverage, prdc, precision_recall
+
+
+def _reference(real, fake, k):
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the sample counts
+        return {name: float(v) for name, v in prdc_lib.compute_prdc(real, fake, k).items()}
+
+
+def _sets(n_real=200, n_fake=230, d=64, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    real = rng.standard_normal((n_real, d)).astype(dtype)
+    fake = (1.1 * rng.standard_normal((n_fake, d)) + 0.15).astype(dtype)
+    return real, fake
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_prdc_equals_reference_exactly(k):
+    real, fake = _sets(seed=k)
+    ref = _reference(real, fake, k)
+    assert 0.0 < ref["precision"] < 1.0 and 0.0 < ref["coverage"] < 1.0  # not a degenerate case
+    assert prdc(real, fake, k) == ref
+
+
+@pytest.mark.parametrize("chunk_size", [1, 17, 64, 199, 4096])
+def test_chunk_size_does_not_change_any_count(chunk_size):
+    real, fake = _sets(n_real=150, n_fake=170, d=16, seed=3)
+    assert prdc(real, fake, 4, chunk_size=chunk_size) == _reference(real, fake, 4)
+
+
+def test_float64_and_tensor_inputs_equal_reference():
+    real, fake = _sets(seed=4, dtype=np.float64)
+    assert prdc(torch.from_numpy(real), torch.from_numpy(fake), 5) == _reference(real, fake, 5)
+
+
+def test_precision_recall_and_density_coverage_equal_reference():
+    real, fake = _sets(seed=5)
+    ref3, ref5 = _reference(real, fake, 3), _reference(real, fake, 5)
+    assert precision_recall(real, fake, k=3) == {"precision": ref3["precision"], "recall": ref3["recall"]}
+    assert density_coverage(real, fake, k=5) == {"density": ref5["density"], "coverage": ref5["coverage"]}
+
+
+def test_precision_recall_equal_torch_fidelity_prc():
+    real, fake = _sets(seed=6)
+    # torch-fidelity: features_1 is the generated set, features_2 the real one; balls are closed (<=)
+    ref = prc_features_to_metric(
+        torch.from_numpy(fake), torch.from_numpy(real), prc_neighborhood=3, prc_batch_size=64, save_cpu_ram=False,
+        verbose=False,
+    )
+    ours = precision_recall(real, fake, k=3)
+    # torch-fidelity averages in float32, so compare the counts behind the fractions
+    assert round(ours["precision"] * len(fake)) == round(ref["precision"] * len(fake))
+    assert round(ours["recall"] * len(real)) == round(ref["recall"] * len(real))
+    assert ours["precision"] == pytest.approx(ref["precision"], abs=1e-6) and 0.0 < ours["recall"] < 1.0
+
+
+def test_near_ties_that_float32_distances_flip_still_match_reference():
+    rng = np.random.default_rng(7)
+    n, d, k = 120, 32, 3
+    # a large common offset: |x|^2 is ~2500 times d^2, so float32 |x|^2 + |y|^2 - 2 x.y loses ~3 digits
+    real = (300.0 + rng.standard_normal((n, d))).astype(np.float32)
+    dist = np.linalg.norm(real[:, None].astype(np.float64) - real[None].astype(np.float64), axis=2)
+    kth = np.argsort(dist, axis=1)[:, k]  # each point's k-th nearest neighbour (column 0 is itself)
+    # fake points at the radius of real point i, give or take one part in 10^6: a near-tie for the
+    # decision d(real_i, fake) < radius_i (prdc's float32 distances resolve 1 part in ~10^7)
+    step = rng.choice([-1.0, 1.0], size=(n, 1)) * 1e-6
+    fake = (real[kth] + step * (real[kth] - real)).astype(np.float32)
+    ref = _reference(real, fake, k)
+    assert prdc(real, fake, k) == ref
+    assert prdc(real, fake, k, worst_case_bound=True, chunk_size=50) == ref
+
+    # the trap this test sets: plain float32 distances decide some of these pairs differently from prdc
+    def f32_dist(a, b):
+        a, b = torch.from_numpy(a), torch.from_numpy(b)
+        d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+        return d2.clamp(min=0).sqrt()
+
+    radii_f32 = f32_dist(real, real).kthvalue(k + 1, dim=1).values
+    naive_precision = (f32_dist(real, fake) < radii_f32[:, None]).any(dim=0).double().mean().item()
+    naive_density = (f32_dist(real, fake) < radii_f32[:, None]).sum(dim=0).double().mean().item() / k
+    assert (naive_precision, naive_density) != (ref["precision"], ref["density"])
+
+
+def test_duplicates_give_zero_radius_and_strict_balls_exclude_ties():
+    # every real point appears twice: with k = 1 its ball has radius exactly 0, and `d < 0` never holds
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal((50, 8)).astype(np.float32)
+    real = np.concatenate([base, base])
+    fake = rng.standard_normal((60, 8)).astype(np.float32)
+    scores = prdc(real, fake, 1)
+    assert scores["precision"] == 0.0 and scores["density"] == 0.0 and scores["coverage"] == 0.0
+    assert scores["recall"] > 0.0
+
+
+def test_bad_inputs_raise_metric_error_with_pinned_messages():
+    real, fake = _sets()
+    with pytest.raises(MetricError, match=r"nearest_k=200 but real features have only N=200 samples; expected nearest_k < N"):
+        prdc(real, fake, 200)
+    with pytest.raises(MetricError, match=r"nearest_k=230 but fake features have only N=230"):
+        prdc(np.concatenate([real, real]), fake, 230)
+    with pytest.raises(MetricError, match="feature dimensions differ: real has D=64, fake has D=63"):
+        prdc(real, fake[:, :63])
+    with pytest.raises(MetricError, match=r"fake features: received 1 sample\(s\), fewer than the 2 needed"):
+        prdc(real, fake[:1], 1)
+    bad = real.copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(MetricError, match=r"real features: 1 value\(s\) are NaN or inf"):
+        precision_recall(bad, fake)
+    with pytest.raises(MetricError, match="nearest_k: expected a positive integer, received 0"):
+        density_coverage(real, fake, k=0)
