@@ -4,11 +4,14 @@ Sections (each a function returning table rows; add more to SECTIONS):
   frechet  ganbench `frechet_distance` vs pytorch-fid `calculate_frechet_distance` on D-dim statistics
   prdc     ganbench `prdc` vs `prdc.compute_prdc` (nearest_k=5) on N x D float32 features: seconds and
            the peak resident memory the call adds, each measurement in its own subprocess
+  inception  Inception feature throughput vs torch-fidelity on the same images (bench/features_bench.py)
+  one-call   all seven metrics from one ganbench call vs torch-fidelity (isc+fid+kid+prc) + prdc
+             (bench/one_call_bench.py)
 
 Ours and the peer alternate round by round, so load from other jobs on the machine hits both alike;
 medians are reported.
 
-    python bench/metrics_bench.py [--sections frechet,prdc] [--prdc-sizes 5000,10000,20000] [--rounds 3]
+    python bench/metrics_bench.py [--sections frechet,prdc,inception,one-call] [--prdc-sizes 5000,10000,20000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -191,9 +195,23 @@ SECTIONS = {
 }
 
 
+def _script(name: str, *script_args: str) -> None:
+    """A section that is its own script (it prints its own table)."""
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parent / name), *script_args], check=True)
+
+
+SCRIPT_SECTIONS = {
+    "inception": lambda args: _script("features_bench.py", "--threads", str(args.threads), "--rounds", str(args.rounds)),
+    "one-call": lambda args: _script("one_call_bench.py", "--n", str(args.one_call_n), "--threads", str(args.threads)),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {', '.join(SECTIONS)}")
+    every = [*SECTIONS, *SCRIPT_SECTIONS]
+    parser.add_argument("--sections", default=",".join(every), help=f"comma-separated subset of {', '.join(every)}")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for the Inception sections (default: %(default)s)")
+    parser.add_argument("--one-call-n", type=int, default=64, help="images per set in the one-call section")
     parser.add_argument("--prdc-sizes", default="5000,10000,20000", help="comma-separated N per side")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds for in-process timings")
     parser.add_argument("--prdc-rounds", type=int, default=1, help="alternating subprocess rounds per PRDC size")
@@ -205,8 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for name in args.sections.split(","):
-        rows += SECTIONS[name](args)
-    print_table(rows, "pytorch-fid calculate_frechet_distance (scipy sqrtm); prdc.compute_prdc (scikit-learn distances)")
+        if name in SCRIPT_SECTIONS:
+            print(f"\n## {name}", flush=True)
+            SCRIPT_SECTIONS[name](args)
+        else:
+            rows += SECTIONS[name](args)
+    if rows:
+        print_table(rows, "pytorch-fid calculate_frechet_distance (scipy sqrtm); prdc.compute_prdc (scikit-learn distances)")
     return 0
 
 

@@ -104,3 +104,68 @@ def check_writable_dir(path: str | Path, flag: str) -> None:
         raise ConfigError(f"{flag} {path} is not writable ({probe}: {exc.strerror}); choose another {flag}") from None
     os.close(fd)
     os.unlink(tmp)
+
+
+FORMATS = ("table", "json", "csv")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One `ganbench eval` call: what to evaluate, against what, with which protocol, into which store."""
+
+    paths: tuple[str, ...] = ()
+    generator: str | None = None
+    references: tuple[str, ...] = ()  # empty: each checkpoint's training dataset, test split
+    num_samples: int = 10_000
+    extractors: tuple[str, ...] = ("inception",)
+    inception_weights: str | None = None
+    preprocessing: str = "tf1"
+    metrics: tuple[str, ...] | None = None  # None: every metric that applies
+    batch_size: int = 250
+    device: str = "auto"
+    seed: int = 0
+    bootstrap: int = 0
+    results: str = "results/ganbench.sqlite"
+    format: str = "table"
+    force: bool = False
+    quiet: bool = False
+    cache_dir: str | None = None
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        from ganbench.features.registry import extractor_names
+        from ganbench.metrics.registry import METRICS
+
+        if not self.paths:
+            raise ConfigError("nothing to evaluate: pass checkpoint files or folders, image folders or .npz files")
+        if self.num_samples < 2:
+            raise ConfigError(f"--num-samples must be at least 2, got {self.num_samples}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.bootstrap < 0 or self.bootstrap == 1:
+            raise ConfigError(f"--bootstrap takes 0 (off) or at least 2 resamples, got {self.bootstrap}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be non-negative, got {self.seed}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)} (--device)")
+        if self.format not in FORMATS:
+            raise ConfigError(f"unknown format {self.format!r}; expected one of {', '.join(FORMATS)} (--format)")
+        unknown = [name for name in self.extractors if name not in extractor_names()]
+        if unknown or not self.extractors:
+            raise ConfigError(
+                f"unknown extractor {', '.join(unknown) or '(none)'}; "
+                f"expected one of {', '.join(extractor_names())} (--extractor)"
+            )
+        if self.metrics is not None:
+            unknown = [m for m in self.metrics if m not in METRICS]
+            if unknown or not self.metrics:
+                raise ConfigError(
+                    f"unknown metric {', '.join(unknown) or '(none)'}; expected some of {', '.join(METRICS)} (--metrics)"
+                )
+            for name in self.metrics:
+                need = 2 if name == "kid" else METRICS[name].min_samples  # KID shrinks its subsets to the data
+                if self.num_samples < need:
+                    raise ConfigError(
+                        f"--num-samples {self.num_samples} is too few for {name}, which needs at least {need}; "
+                        "raise --num-samples or drop it from --metrics"
+                    )

@@ -27,6 +27,10 @@ class MetricError(GanbenchError):
     result that is numerically unsound (a large imaginary part in the Frechet distance)."""
 
 
+class SampleError(GanbenchError):
+    """A source whose samples cannot be used (NaN or out-of-range generator output, unreadable images)."""
+
+
 class ResultsStoreError(GanbenchError):
     """A results file that cannot be opened, read or written (wrong format, newer schema, locked too long)."""
 

@@ -35,6 +35,24 @@ class MetricValue:
     options: dict = field(default_factory=dict)
 
 
+def metric_options(name: str, n_real: int, n_fake: int, *, seed: int = METRIC_SEED, kid_subset_size: int | None = None,
+                   bootstrap: int = 0) -> dict:
+    """The options a metric is computed with: part of its protocol, known before computing it."""
+    options: dict = {}
+    if name == "is":
+        options = {"splits": IS_SPLITS, "seed": seed}
+    elif name == "kid":
+        size = kid_subset_size or min(KID_SUBSET_SIZE, n_real, n_fake)
+        options = {"subsets": KID_SUBSETS, "subset_size": size, "degree": 3, "seed": seed}
+    elif name in ("precision", "recall"):
+        options = {"k": PR_K}
+    elif name in ("density", "coverage"):
+        options = {"k": DC_K}
+    if bootstrap and name in ("fid", "precision", "recall", "density", "coverage"):
+        options = {**options, "bootstrap": bootstrap, "seed": seed}
+    return options
+
+
 def applicable_metrics(fake: FeatureSet) -> tuple[str, ...]:
     """Every registered metric the fake set's extractor output supports."""
     names = []
@@ -96,26 +114,29 @@ def metrics_from_features(
                 "raise --num-samples or leave that metric out of --metrics"
             )
 
+    def options(name: str) -> dict:
+        return metric_options(name, len(real), len(fake), seed=seed, kid_subset_size=kid_subset_size, bootstrap=bootstrap)
+
     out: dict[str, MetricValue] = {}
     if "fid" in names:
-        out["fid"] = MetricValue(fid_from_features(real.features, fake.features))
+        out["fid"] = MetricValue(fid_from_features(real.features, fake.features), options=options("fid"))
     if "is" in names:
         mean, std = inception_score(fake.logits, splits=IS_SPLITS, seed=seed)
-        out["is"] = MetricValue(mean, std, options={"splits": IS_SPLITS, "seed": seed})
+        out["is"] = MetricValue(mean, std, options=options("is"))
     if "kid" in names:
-        size = kid_subset_size or min(KID_SUBSET_SIZE, len(real), len(fake))
-        mean, std = kernel_inception_distance(real.features, fake.features, KID_SUBSETS, size, seed=seed)
-        out["kid"] = MetricValue(mean, std, options={"subsets": KID_SUBSETS, "subset_size": size, "degree": 3, "seed": seed})
+        kid = options("kid")
+        mean, std = kernel_inception_distance(real.features, fake.features, kid["subsets"], kid["subset_size"], seed=seed)
+        out["kid"] = MetricValue(mean, std, options=kid)
     if {"precision", "recall"} & set(names):
         scores = precision_recall(real.features, fake.features, k=PR_K)
         for name in ("precision", "recall"):
             if name in names:
-                out[name] = MetricValue(scores[name], options={"k": PR_K})
+                out[name] = MetricValue(scores[name], options=options(name))
     if {"density", "coverage"} & set(names):
         scores = density_coverage(real.features, fake.features, k=DC_K)
         for name in ("density", "coverage"):
             if name in names:
-                out[name] = MetricValue(scores[name], options={"k": DC_K})
+                out[name] = MetricValue(scores[name], options=options(name))
     if {"classes_covered", "class_kl"} & set(names):
         predicted, num_classes = fake.predicted_classes, fake.logits.shape[1]
         if "classes_covered" in names:
@@ -132,6 +153,5 @@ def metrics_from_features(
             intervals = bootstrap_intervals(real.features, fake.features, wanted, resamples=bootstrap, seed=seed, nearest_k=k)
             for name, interval in intervals.items():
                 base = out[name]
-                options = {**base.options, "bootstrap": bootstrap}
-                out[name] = MetricValue(base.value, base.std, interval.low, interval.high, options)
+                out[name] = MetricValue(base.value, base.std, interval.low, interval.high, base.options)
     return {name: out[name] for name in names}

@@ -141,3 +141,15 @@ def test_external_statistics_bad_inputs(tmp_path):
     np.savez(tmp_path / "ok.npz", mu=np.zeros(2), sigma=np.eye(2))
     with pytest.raises(ConfigError, match="say which extractor"):
         load_reference_statistics(tmp_path / "ok.npz", {})
+
+
+def test_fid_against_external_statistics_equals_fid_against_the_features(tmp_path):
+    from ganbench.metrics import feature_statistics, fid_from_features, frechet_distance
+
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(300, 12)), rng.normal(loc=0.2, size=(200, 12))
+    mu, sigma = feature_statistics(real)
+    np.savez(tmp_path / "ttur.npz", mu=mu, sigma=sigma)  # what pytorch-fid --save-stats / TTUR write
+    stats = load_reference_statistics(tmp_path / "ttur.npz", {"extractor": "inception", "preprocessing": "tf1"})
+    via_file = frechet_distance(stats.mu, stats.sigma, *feature_statistics(fake))
+    assert via_file == pytest.approx(fid_from_features(real, fake), rel=1e-12)

@@ -22,6 +22,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ganbench.cli import eval as eval_command
     from ganbench.cli import reference, train
 
     parser = _Parser(
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     train.add_parser(subparsers)
     reference.add_parser(subparsers)
+    eval_command.add_parser(subparsers)
     return parser
 
 
