@@ -115,7 +115,7 @@ class Sweep:
             fake = extract_features(extractor, images, cfg.batch_size, self.device, not cfg.quiet, f"features {source.path.name}")
             rows = []
             for reference, real, names in plan:
-                values = metrics_from_features(real, fake, names, seed=cfg.seed, bootstrap=cfg.bootstrap)
+                values = metrics_from_features(real, fake, names, bootstrap=cfg.bootstrap)
                 for name, value in values.items():
                     rows.append(self._row(name, value, extractor, reference, real, fake, source, sha, run, started))
             store.write_results(rows, replace=cfg.force)  # one transaction: all of this source or nothing

@@ -49,5 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ganbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ganbench: interrupted; completed epochs are checkpointed, continue with --resume", file=sys.stderr)
+        print("ganbench: interrupted; finished work is saved (train: rerun with --resume; eval: rerun the same command)",
+              file=sys.stderr)
         return 130

@@ -171,7 +171,7 @@ class Protocol:
             _text(name, getattr(self, name))
         _text("reference_split", self.reference_split, optional=True)
         _integer("n_generated", self.n_generated, minimum=1)
-        _integer("n_reference", self.n_reference, minimum=1)
+        _integer("n_reference", self.n_reference, minimum=0)  # 0: a failed source whose reference is unknown
         _integer("seed", self.seed)
         _integer("metric_protocol_version", self.metric_protocol_version, minimum=1)
         if not isinstance(self.options, Mapping):

@@ -1,0 +1,625 @@
+"""`ganbench eval` end to end through main(argv) and `python -m ganbench`: stored rows and their protocol, values equal
+to a direct computation, idempotent re-runs and --force, seeds, kill-and-resume, concurrent writers, unsafe / corrupt /
+NaN sources recorded as failed, image folders and .npz, user generators, json/csv output, bad input, several references.
+
+One tiny baseline run (3 epochs on 128 random images) is trained once per module and reused; tests that change a run
+folder work on a copy. Sources are scored with the shipped lenet-fashion-mnist extractor against the tiny 64-image
+test split, so each evaluation takes well under a second on a CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_idx_split
+
+from ganbench.cli import main
+from ganbench.results import ResultsStore
+from ganbench.samples import file_sha256
+
+REPO = Path(__file__).resolve().parents[1]
+EXTRACTOR = "lenet-fashion-mnist"
+ALL_METRICS = ("fid", "is", "kid", "precision", "recall", "density", "coverage", "classes_covered", "class_kl")
+N_TEST = 64  # images in the tiny test split: the default reference
+N_TRAIN = 256
+USER_MODULE = "ganbench_test_eval_user_generator"
+
+USER_GENERATOR_SOURCE = '''
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self, poison=False):
+        super().__init__()
+        self.linear = nn.Linear(100, 784)
+        self.poison = poison
+
+    def forward(self, z):
+        out = torch.tanh(self.linear(z))
+        return out * float("nan") if self.poison else out
+
+
+def make():
+    return Tiny(), 100
+
+
+def make_nan():
+    return Tiny(poison=True), 100
+'''
+
+
+@dataclass(frozen=True)
+class Workspace:
+    data_root: Path
+    out: Path  # OUT of the trained run
+    run_dir: Path  # OUT/baseline/fashion-mnist/seed0
+    cache: Path
+    six: Path  # OUT/baseline/fashion-mnist/seed0 of a run folder with six distinct checkpoints
+
+    @property
+    def checkpoints(self) -> list[Path]:
+        return sorted(self.run_dir.glob("epoch_*.pt"))
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Workspace:
+    """Train once: epoch_0001..0003.pt (+ resume.pt); and a second run folder with six distinct checkpoints."""
+    base = tmp_path_factory.mktemp("eval")
+    data_root = base / "data"
+    data_root.mkdir()
+    make_idx_split(data_root, "train", N_TRAIN, seed=1)
+    make_idx_split(data_root, "test", N_TEST, seed=2)
+    out = base / "out"
+    assert main(["train", "baseline", "--dataset", "fashion-mnist", "--data-root", str(data_root), "--out", str(out),
+                 "--max-train-images", "128", "--epochs", "3", "--checkpoint-every", "1", "--quiet"]) == 0
+    run_dir = out / "baseline" / "fashion-mnist" / "seed0"
+    assert (run_dir / "resume.pt").is_file()
+    six = base / "six" / "baseline" / "fashion-mnist" / "seed0"
+    six.mkdir(parents=True)
+    for epoch in range(1, 7):  # 4..6: epoch 3's generator under another epoch number, so each file has its own sha256
+        _distinct_checkpoint(run_dir / f"epoch_{min(epoch, 3):04d}.pt", six / f"epoch_{epoch:04d}.pt", epoch)
+    return Workspace(data_root, out, run_dir, base / "cache", six)
+
+
+def _distinct_checkpoint(source: Path, target: Path, epoch: int) -> None:
+    from ganbench.train.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(source)
+    state["epoch"] = epoch
+    save_checkpoint(state, target)
+
+
+def eval_args(ws: Workspace, results: Path, *paths, num_samples: int = 64, extra: tuple[str, ...] = ()) -> list[str]:
+    return ["eval", *map(str, paths), "--extractor", EXTRACTOR, "--num-samples", str(num_samples),
+            "--data-root", str(ws.data_root), "--cache-dir", str(ws.cache), "--results", str(results),
+            "--quiet", "--device", "cpu", *extra]
+
+
+def stored(results: Path, **where) -> list[dict]:
+    with ResultsStore(results, create=False) as store:
+        return store.rows(**where)
+
+
+def key(row: dict) -> tuple:
+    return row["source_sha256"], row["protocol_key"], row["metric"]
+
+
+def assert_no_duplicates(rows: list[dict]) -> None:
+    counts = Counter(key(r) for r in rows)
+    assert max(counts.values()) == 1, [k for k, n in counts.items() if n > 1]
+
+
+def ganbench_lines(err: str, word: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith(f"ganbench: {word} ")]
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def copy_run(ws: Workspace, tmp_path: Path) -> Path:
+    """A private copy of the trained run folder (OUT/baseline/fashion-mnist/seed0 layout kept)."""
+    run_dir = tmp_path / "out" / "baseline" / "fashion-mnist" / "seed0"
+    shutil.copytree(ws.run_dir, run_dir)
+    return run_dir
+
+
+def direct_metrics(ws: Workspace, checkpoint: Path, num_samples: int, seed: int, metric_seed: int | None = None) -> dict:
+    """What eval should store, computed without the sweep: samples -> lenet features -> metrics_from_features."""
+    from ganbench.evaluate import metrics_from_features
+    from ganbench.features.extract import extract_features
+    from ganbench.features.registry import build_extractor
+    from ganbench.reference import reference_features
+    from ganbench.samples import generate, load_baseline_generator
+
+    module, latent_dim, _ = load_baseline_generator(checkpoint)
+    images = generate(module, latent_dim, num_samples, seed)
+    extractor = build_extractor(EXTRACTOR, device="cpu")
+    fake = extract_features(extractor, images)
+    real = reference_features(extractor, "fashion-mnist", "test", data_root=ws.data_root, cache_dir=ws.cache, progress=False)
+    options = {} if metric_seed is None else {"seed": metric_seed}
+    return {name: value.value for name, value in metrics_from_features(real, fake, **options).items()}
+
+
+# -- 1. end to end ---------------------------------------------------------------------------------------------------
+
+
+def test_eval_run_folder_stores_every_metric_with_its_protocol(ws, tmp_path, capsys):
+    from ganbench.features.registry import build_extractor
+
+    results = tmp_path / "r.sqlite"
+    assert main(eval_args(ws, results, ws.out)) == 0
+    rows = stored(results)
+    checkpoints = ws.checkpoints
+    assert [p.name for p in checkpoints] == ["epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt"]
+    assert not any(Path(r["source_path"]).name == "resume.pt" for r in rows), "resume.pt must not be evaluated"
+    assert Counter((r["source_path"], r["metric"]) for r in rows) == {
+        (str(p), m): 1 for p in checkpoints for m in ALL_METRICS
+    }
+    extractor = build_extractor(EXTRACTOR, device="cpu")
+    for r in rows:
+        path = Path(r["source_path"])
+        assert r["status"] == "ok" and r["error"] is None and math.isfinite(r["value"]), r
+        assert r["source_sha256"] == file_sha256(path)
+        assert (r["extractor"], r["weights_sha256"], r["preprocessing"]) == (
+            EXTRACTOR, extractor.weights_sha256, extractor.preprocessing)
+        assert (r["n_generated"], r["n_reference"], r["reference_name"], r["reference_split"], r["seed"]) == (
+            64, N_TEST, "fashion-mnist:test", "test", 0)
+        assert (r["run_kind"], r["run_dataset"], r["run_seed"], r["run_epoch"]) == (
+            "baseline", "fashion-mnist", 0, int(path.stem[6:]))
+        assert r["device"] == "cpu" and r["created_at"]
+    capsys.readouterr()
+
+    # The stored numbers are the ones a direct computation on the same seeded samples gives.
+    for checkpoint in checkpoints:
+        expected = direct_metrics(ws, checkpoint, 64, seed=0)
+        got = {r["metric"]: r["value"] for r in rows if r["source_path"] == str(checkpoint)}
+        for metric in ("fid", "kid", "precision", "recall", "density", "coverage", "classes_covered", "class_kl"):
+            assert got[metric] == pytest.approx(expected[metric], rel=1e-6, abs=1e-9), (checkpoint.name, metric)
+    fids = [r["value"] for r in rows if r["metric"] == "fid"]
+    assert len(set(fids)) == 3, "three different generators should not give one FID"
+
+
+def test_stored_metric_options_reproduce_the_stored_value(ws, tmp_path):
+    """IS and KID draw random numbers; the seed recorded in metric_options must be the one that produced the value."""
+    results = tmp_path / "r.sqlite"
+    checkpoint = ws.checkpoints[-1]
+    assert main(eval_args(ws, results, checkpoint, num_samples=200, extra=("--metrics", "is,kid"))) == 0
+    for r in stored(results):
+        options = json.loads(r["metric_options"])
+        expected = direct_metrics(ws, checkpoint, 200, seed=0, metric_seed=options["seed"])
+        assert r["value"] == pytest.approx(expected[r["metric"]], rel=1e-9), (
+            f"{r['metric']} stored {r['value']!r} but its recorded options {options} give {expected[r['metric']]!r}")
+
+
+# -- 2. idempotent re-runs, --force ------------------------------------------------------------------------------------
+
+
+def test_rerun_writes_nothing_and_says_skip_force_recomputes(ws, tmp_path, capsys):
+    results = tmp_path / "r.sqlite"
+    args = eval_args(ws, results, ws.run_dir)
+    assert main(args) == 0
+    first = stored(results)
+    assert len(first) == 3 * len(ALL_METRICS)
+    capsys.readouterr()
+
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert stored(results) == first  # same ids, values, created_at: nothing written
+    skips = ganbench_lines(captured.err, "skip")
+    assert len(skips) == 3, captured.err
+    for checkpoint, line in zip(ws.checkpoints, skips, strict=True):
+        assert re.fullmatch(rf"ganbench: skip {re.escape(str(checkpoint))}: its {EXTRACTOR} results are already in "
+                            rf"{re.escape(str(results))} \(--force recomputes\)", line), line
+    assert captured.out.strip() == ""  # nothing evaluated, nothing printed
+
+    time.sleep(0.01)  # created_at has millisecond resolution
+    assert main([*args, "--force"]) == 0
+    captured = capsys.readouterr()
+    assert not ganbench_lines(captured.err, "skip")
+    forced = stored(results)
+    assert_no_duplicates(forced)
+    assert [key(r) for r in forced] == [key(r) for r in first]
+    before = {key(r): r for r in first}
+    for r in forced:
+        assert r["created_at"] > before[key(r)]["created_at"], "--force must rewrite the row"
+        assert r["value"] == pytest.approx(before[key(r)]["value"], rel=1e-9)
+
+
+# -- 3. seeds ----------------------------------------------------------------------------------------------------------
+
+
+def test_same_seed_same_values_other_seed_new_protocol(ws, tmp_path):
+    checkpoint = ws.checkpoints[-1]
+    a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    assert main(eval_args(ws, a, checkpoint)) == 0
+    assert main(eval_args(ws, b, checkpoint)) == 0
+    rows_a, rows_b = stored(a), stored(b)
+    assert [(key(r), r["value"]) for r in rows_a] == [(key(r), r["value"]) for r in rows_b]
+
+    assert main(eval_args(ws, a, checkpoint, extra=("--seed", "1"))) == 0
+    rows = stored(a)
+    assert len(rows) == 2 * len(ALL_METRICS)
+    assert_no_duplicates(rows)
+    seed0 = {r["metric"]: r for r in rows if r["seed"] == 0}
+    seed1 = {r["metric"]: r for r in rows if r["seed"] == 1}
+    assert set(seed0) == set(seed1) == set(ALL_METRICS)
+    for metric in ALL_METRICS:
+        assert seed1[metric]["protocol_key"] != seed0[metric]["protocol_key"]
+        assert seed1[metric]["run_seed"] == 0  # the training seed stays the training seed
+    assert seed1["fid"]["value"] != seed0["fid"]["value"]
+    assert seed1["fid"]["value"] == pytest.approx(direct_metrics(ws, checkpoint, 64, seed=1)["fid"], rel=1e-6)
+
+
+# -- 4. kill and resume ------------------------------------------------------------------------------------------------
+
+
+def _count_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as conn:
+            return conn.execute("SELECT count(*) FROM results").fetchone()[0]
+    except sqlite3.Error:  # not created yet, or mid-creation
+        return 0
+
+
+def test_killed_sweep_keeps_whole_sources_and_resumes(ws, tmp_path, capsys):
+    results = tmp_path / "r.sqlite"
+    args = eval_args(ws, results, ws.six, num_samples=1000)
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "ganbench", *args], env=subprocess_env(),
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 120
+            while _count_rows(results) == 0:
+                assert process.poll() is None, f"eval exited ({process.returncode}) before writing: {log.read_text()}"
+                assert time.monotonic() < deadline, "no source finished in 120 s"
+                time.sleep(0.01)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+    assert process.returncode == -signal.SIGKILL, "the sweep finished before the kill; make it slower"
+
+    with contextlib.closing(sqlite3.connect(results)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    rows = stored(results)
+    per_source = Counter(r["source_sha256"] for r in rows)
+    assert all(n == len(ALL_METRICS) for n in per_source.values()), f"a partial source was committed: {per_source}"
+    assert all(r["status"] == "ok" for r in rows)
+    done = len(per_source)
+    assert 1 <= done < 6, f"{done} of 6 sources done at the kill"
+
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert len(ganbench_lines(err, "skip")) == done
+    rows = stored(results)
+    assert_no_duplicates(rows)
+    assert len(rows) == 6 * len(ALL_METRICS)
+    assert Counter(r["source_sha256"] for r in rows) == {file_sha256(p): len(ALL_METRICS) for p in ws.six.glob("*.pt")}
+    assert {r["run_epoch"] for r in rows} == set(range(1, 7))
+
+
+# -- 5. concurrent writers ---------------------------------------------------------------------------------------------
+
+
+def test_two_concurrent_sweeps_into_one_store(ws, tmp_path):
+    results = tmp_path / "r.sqlite"
+    files = sorted(ws.six.glob("epoch_*.pt"))
+    # Same sources in opposite orders, so the two processes meet in the middle on the same unique keys.
+    commands = [eval_args(ws, results, *files), eval_args(ws, results, *reversed(files))]
+    processes = [subprocess.Popen([sys.executable, "-m", "ganbench", *args], env=subprocess_env(),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for args in commands]
+    outputs = [p.communicate(timeout=180)[1] for p in processes]
+    for process, err in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+        assert "Traceback" not in err
+    rows = stored(results)
+    assert_no_duplicates(rows)
+    assert len(rows) == 6 * len(ALL_METRICS)
+    assert all(r["status"] == "ok" for r in rows)
+    assert Counter(r["source_sha256"] for r in rows) == {file_sha256(p): len(ALL_METRICS) for p in files}
+
+
+# -- 6, 7. unsafe and corrupt checkpoints ------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this opens (creates) `marker`: stands for any code a malicious checkpoint could run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _malicious_checkpoint(path: Path, marker: Path) -> None:
+    torch.save({"format": "ganbench.checkpoint", "format_version": 1, "kind": "baseline", "config": {}, "epoch": 99,
+                "step": 1, "generator": _Payload(marker)}, path)
+
+
+def _assert_failed_source(results: Path, path: Path, error_pattern: str) -> list[dict]:
+    failed = stored(results, source_path=str(path))
+    assert sorted(r["metric"] for r in failed) == sorted(ALL_METRICS)
+    for r in failed:
+        assert r["status"] == "failed" and r["value"] is None, r
+        assert re.search(error_pattern, r["error"]), r["error"]
+        assert "\n" not in r["error"]
+    return failed
+
+
+def _assert_good_ones_evaluated(results: Path, checkpoints: list[Path]) -> None:
+    for checkpoint in checkpoints:
+        rows = stored(results, source_path=str(checkpoint))
+        assert sorted(r["metric"] for r in rows) == sorted(ALL_METRICS), checkpoint
+        assert all(r["status"] == "ok" for r in rows)
+
+
+def test_malicious_pickle_is_refused_recorded_failed_and_the_rest_evaluated(ws, tmp_path, capsys):
+    run_dir = copy_run(ws, tmp_path)
+    good = sorted(run_dir.glob("epoch_*.pt"))
+    marker = tmp_path / "pwned"
+    evil = run_dir / "epoch_0099.pt"
+    _malicious_checkpoint(evil, marker)
+    # The payload is real: an unsafe load of the same kind of file does run it.
+    probe_marker = tmp_path / "probe"
+    _malicious_checkpoint(tmp_path / "probe.pt", probe_marker)
+    torch.load(tmp_path / "probe.pt", weights_only=False)["generator"].close()
+    assert probe_marker.exists()
+
+    results = tmp_path / "r.sqlite"
+    assert main(eval_args(ws, results, tmp_path / "out", extra=("--format", "json"))) == 1
+    captured = capsys.readouterr()
+    assert not marker.exists(), "evaluating the checkpoint ran code from its pickle"
+    failed_lines = ganbench_lines(captured.err, "FAILED")
+    assert len(failed_lines) == 1, captured.err
+    assert re.fullmatch(rf"ganbench: FAILED {re.escape(str(evil))}: refused to load .*arbitrary unpickling.*", failed_lines[0])
+    assert "Traceback" not in captured.err
+    rows = _assert_failed_source(results, evil, r"refused to load .*unpickling")
+    assert {(r["run_epoch"], r["reference_name"], r["source_sha256"]) for r in rows} == {
+        (99, "fashion-mnist:test", file_sha256(evil))}
+    _assert_good_ones_evaluated(results, good)
+    printed = [json.loads(line) for line in captured.out.splitlines()]
+    assert Counter(p["status"] for p in printed) == {"ok": 3 * len(ALL_METRICS), "failed": len(ALL_METRICS)}
+
+
+def test_truncated_checkpoint_fails_alone_and_a_good_file_there_later_is_evaluated(ws, tmp_path, capsys):
+    run_dir = copy_run(ws, tmp_path)
+    good = sorted(run_dir.glob("epoch_*.pt"))
+    bad = run_dir / "epoch_0098.pt"
+    bad.write_bytes(good[1].read_bytes()[: good[1].stat().st_size // 2])
+    results = tmp_path / "r.sqlite"
+    args = eval_args(ws, results, tmp_path / "out")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    failed_lines = ganbench_lines(err, "FAILED")
+    assert len(failed_lines) == 1 and str(bad) in failed_lines[0] and "corrupt or truncated" in failed_lines[0], err
+    assert "Traceback" not in err
+    _assert_failed_source(results, bad, r"corrupt or truncated")
+    _assert_good_ones_evaluated(results, good)
+
+    _distinct_checkpoint(good[2], bad, 98)  # the run finished writing that file after all
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert len(ganbench_lines(err, "skip")) == 3 and not ganbench_lines(err, "FAILED")
+    rows = stored(results, source_path=str(bad), source_sha256=file_sha256(bad))
+    assert sorted(r["metric"] for r in rows) == sorted(ALL_METRICS) and all(r["status"] == "ok" for r in rows)
+    assert {r["run_epoch"] for r in rows} == {98}
+
+
+def test_corrupt_checkpoint_outside_a_run_folder_is_recorded_failed(ws, tmp_path, capsys):
+    """No dataset can be read from the path nor the file: the failure is still one line and failed rows, not a crash."""
+    loose = tmp_path / "loose" / "epoch_0001.pt"
+    loose.parent.mkdir()
+    loose.write_bytes(ws.checkpoints[0].read_bytes()[:5000])
+    results = tmp_path / "r.sqlite"
+    assert main(eval_args(ws, results, loose, ws.checkpoints[0])) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    failed_lines = ganbench_lines(err, "FAILED")
+    assert len(failed_lines) == 1 and str(loose) in failed_lines[0] and "corrupt or truncated" in failed_lines[0], err
+    failed = stored(results, source_path=str(loose))
+    assert failed and all(r["status"] == "failed" and "corrupt or truncated" in r["error"] for r in failed)
+    assert all(r["run_dataset"] is None for r in failed)
+    _assert_good_ones_evaluated(results, ws.checkpoints[:1])
+
+
+# -- 8, 10. user generators --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def user_generator(tmp_path, monkeypatch):
+    """A --generator module on sys.path and a state-dict file of its generator."""
+    folder = tmp_path / "usercode"
+    folder.mkdir()
+    (folder / f"{USER_MODULE}.py").write_text(USER_GENERATOR_SOURCE)
+    monkeypatch.syspath_prepend(str(folder))
+    sys.modules.pop(USER_MODULE, None)
+    module = __import__(USER_MODULE)
+    generator, _ = module.make()
+    weights = tmp_path / "my_g.pt"
+    torch.save(generator.state_dict(), weights)
+    yield weights
+    sys.modules.pop(USER_MODULE, None)
+
+
+def test_user_generator_with_state_dict_is_evaluated(ws, tmp_path, user_generator):
+    results = tmp_path / "r.sqlite"
+    args = eval_args(ws, results, user_generator,
+                     extra=("--generator", f"{USER_MODULE}:make", "--reference", "fashion-mnist:test"))
+    assert main(args) == 0
+    rows = stored(results)
+    assert sorted(r["metric"] for r in rows) == sorted(ALL_METRICS)
+    for r in rows:
+        assert r["status"] == "ok" and math.isfinite(r["value"])
+        assert (r["run_kind"], r["source_sha256"], r["reference_name"], r["n_generated"], r["n_reference"]) == (
+            "generator", file_sha256(user_generator), "fashion-mnist:test", 64, N_TEST)
+
+
+def test_nan_generator_output_is_a_failure_not_a_number(ws, tmp_path, user_generator, capsys):
+    results = tmp_path / "r.sqlite"
+    args = eval_args(ws, results, user_generator,
+                     extra=("--generator", f"{USER_MODULE}:make_nan", "--reference", "fashion-mnist:test"))
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    failed_lines = ganbench_lines(err, "FAILED")
+    assert len(failed_lines) == 1 and re.search(r"generator output has \d+ NaN or infinite values", failed_lines[0]), err
+    rows = stored(results)
+    assert rows and sorted(r["metric"] for r in rows) == sorted(ALL_METRICS)
+    assert all(r["status"] == "failed" and r["value"] is None and "NaN" in r["error"] for r in rows)
+
+
+# -- 9. image folders and .npz -----------------------------------------------------------------------------------------
+
+
+def _write_pngs(folder: Path, images: np.ndarray) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image, mode="L").save(folder / f"{i:03d}.png")
+
+
+def test_png_folder_and_npz_of_the_same_images_give_the_same_fid(ws, tmp_path):
+    images = np.random.default_rng(7).integers(0, 256, size=(80, 28, 28), dtype=np.uint8)
+    folder, npz = tmp_path / "pngs", tmp_path / "samples.npz"
+    _write_pngs(folder, images)
+    np.savez(npz, images=images)
+    results = tmp_path / "r.sqlite"
+    assert main(eval_args(ws, results, folder, npz, num_samples=80, extra=("--reference", "fashion-mnist:test"))) == 0
+    rows = stored(results)
+    assert len(rows) == 2 * len(ALL_METRICS) and all(r["status"] == "ok" for r in rows)
+    by_kind = {kind: {r["metric"]: r for r in rows if r["run_kind"] == kind} for kind in ("folder", "npz")}
+    assert set(by_kind["folder"]) == set(by_kind["npz"]) == set(ALL_METRICS)
+    assert by_kind["folder"]["fid"]["source_path"] == str(folder) and by_kind["npz"]["fid"]["source_path"] == str(npz)
+    assert by_kind["folder"]["fid"]["n_generated"] == by_kind["npz"]["fid"]["n_generated"] == 80
+    for metric in ALL_METRICS:
+        assert by_kind["folder"][metric]["value"] == pytest.approx(by_kind["npz"][metric]["value"], rel=1e-9), metric
+
+
+# -- 11. output formats ------------------------------------------------------------------------------------------------
+
+REQUIRED_FIELDS = {"source", "metric", "value", "extractor", "num_samples", "status"}
+
+
+def test_format_json_prints_one_object_per_result(ws, tmp_path, capsys):
+    results = tmp_path / "r.sqlite"
+    checkpoint = ws.checkpoints[0]
+    capsys.readouterr()
+    assert main(eval_args(ws, results, checkpoint, extra=("--format", "json", "--metrics", "fid,precision"))) == 0
+    out = capsys.readouterr().out
+    printed = [json.loads(line) for line in out.splitlines()]
+    assert [p["metric"] for p in printed] == ["fid", "precision"]
+    values = {r["metric"]: r["value"] for r in stored(results)}
+    for p in printed:
+        assert REQUIRED_FIELDS <= p.keys()
+        assert (p["source"], p["extractor"], p["num_samples"], p["status"]) == (str(checkpoint), EXTRACTOR, 64, "ok")
+        assert p["value"] == values[p["metric"]]
+
+
+def test_format_csv_prints_a_header_and_one_row_per_result(ws, tmp_path, capsys):
+    results = tmp_path / "r.sqlite"
+    checkpoint = ws.checkpoints[0]
+    capsys.readouterr()
+    assert main(eval_args(ws, results, checkpoint, extra=("--format", "csv", "--metrics", "fid,precision"))) == 0
+    out = capsys.readouterr().out
+    reader = csv.DictReader(io.StringIO(out))
+    assert REQUIRED_FIELDS <= set(reader.fieldnames)
+    printed = list(reader)
+    assert len(out.splitlines()) == 1 + len(printed)
+    assert [p["metric"] for p in printed] == ["fid", "precision"]
+    values = {r["metric"]: r["value"] for r in stored(results)}
+    for p in printed:
+        assert (p["source"], p["extractor"], p["num_samples"], p["status"]) == (str(checkpoint), EXTRACTOR, "64", "ok")
+        assert float(p["value"]) == pytest.approx(values[p["metric"]], rel=1e-12)
+
+
+# -- 12. bad input -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "pattern"),
+    [
+        ("missing-path", r"nope\.pt does not exist; pass checkpoint files or folders"),
+        ("unknown-extractor", r"unknown extractor bogus; expected one of inception, lenet-fashion-mnist, .*\(--extractor\)"),
+        ("unknown-metric", r"unknown metric bogus; expected some of fid, is, .* \(--metrics\)"),
+        ("too-few-for-is", r"--num-samples 5 is too few for is, which needs at least 10"),
+        ("folder-without-reference", r"folders, \.npz files and --generator sources need --reference"),
+        ("unknown-split", r"--reference fashion-mnist:val: unknown split 'val'"),
+        ("missing-reference", r"--reference .*nowhere: expected DATASET:SPLIT"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_store(ws, tmp_path, capsys, case, pattern):
+    results = tmp_path / "store" / "r.sqlite"
+    checkpoint = ws.checkpoints[0]
+    paths, extra = [checkpoint], []
+    if case == "missing-path":
+        paths = [checkpoint, tmp_path / "nope.pt"]
+    elif case == "unknown-extractor":
+        extra = ["--extractor", "bogus"]
+    elif case == "unknown-metric":
+        extra = ["--metrics", "fid,bogus"]
+    elif case == "too-few-for-is":
+        extra = ["--num-samples", "5", "--metrics", "is"]
+    elif case == "folder-without-reference":
+        _write_pngs(tmp_path / "pngs", np.zeros((3, 28, 28), np.uint8))
+        paths = [checkpoint, tmp_path / "pngs"]
+    elif case == "unknown-split":
+        extra = ["--reference", "fashion-mnist:val"]
+    elif case == "missing-reference":
+        extra = ["--reference", str(tmp_path / "nowhere")]
+    capsys.readouterr()
+    assert main(eval_args(ws, results, *paths, extra=tuple(extra))) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("ganbench: error: ") and re.search(pattern, lines[0]), lines[0]
+    assert not results.parent.exists(), "bad input must not create a results store"
+
+
+# -- 13. several references --------------------------------------------------------------------------------------------
+
+
+def test_several_references_in_one_call(ws, tmp_path):
+    results = tmp_path / "r.sqlite"
+    checkpoint = ws.checkpoints[-1]
+    extra = ("--reference", "fashion-mnist:test", "--reference", "fashion-mnist:train")
+    assert main(eval_args(ws, results, checkpoint, extra=extra)) == 0
+    rows = stored(results)
+    assert_no_duplicates(rows)
+    assert all(r["status"] == "ok" for r in rows)
+    by_reference = {name: {r["metric"]: r for r in rows if r["reference_name"] == name}
+                    for name in ("fashion-mnist:test", "fashion-mnist:train")}
+    assert len(rows) == 2 * len(ALL_METRICS)
+    assert set(by_reference["fashion-mnist:test"]) == set(by_reference["fashion-mnist:train"]) == set(ALL_METRICS)
+    test, train = by_reference["fashion-mnist:test"], by_reference["fashion-mnist:train"]
+    assert {(r["n_reference"], r["reference_split"]) for r in test.values()} == {(N_TEST, "test")}
+    assert {(r["n_reference"], r["reference_split"]) for r in train.values()} == {(N_TRAIN, "train")}
+    assert test["fid"]["value"] != train["fid"]["value"]
+    assert test["fid"]["value"] == pytest.approx(direct_metrics(ws, checkpoint, 64, seed=0)["fid"], rel=1e-6)
+    # generated once: the generated-set-only metrics agree across references
+    for metric in ("is", "classes_covered", "class_kl"):
+        assert test[metric]["value"] == train[metric]["value"]
