@@ -115,7 +115,7 @@ class EvalConfig:
 
     paths: tuple[str, ...] = ()
     generator: str | None = None
-    references: tuple[str, ...] = ()  # empty: each checkpoint's training dataset, test split
+    references: tuple[str, ...] = ()  # empty: protocol.default_references(the checkpoint's dataset)
     num_samples: int = 10_000
     extractors: tuple[str, ...] = ("inception",)
     inception_weights: str | None = None

@@ -63,6 +63,14 @@ class ImageDataset:
             return self
         return ImageDataset(self.name, self.split, self.images[:n], self.labels[:n], self.source)
 
+    def subset(self, n: int, seed: int) -> ImageDataset:
+        """A fixed random subset of `n` items (all when n >= len), chosen by `seed`, in the split's order."""
+        if n >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        index = torch.from_numpy(keep)
+        return ImageDataset(self.name, self.split, self.images[index], self.labels[index], f"{self.source} (subset)")
+
 
 def default_data_cache() -> Path:
     """Where torchvision downloads go: $GANBENCH_DATA, else ~/.cache/ganbench/datasets."""

@@ -3,3 +3,23 @@
 # Bump when a change in ganbench alters features or what metrics compute from them, so that old
 # feature-cache entries and stored results are never mixed with new ones.
 METRIC_PROTOCOL_VERSION = 1
+
+# The two references every checkpoint is scored against by default (see `default_references`):
+# the best checkpoint is *selected* on a fixed, seeded subset of the training split and *reported*
+# on the held-out test split, so the published number is never the one the choice was made on.
+SELECTION_SUBSET_SIZE = 10_000
+SELECTION_SUBSET_SEED = 0
+
+
+def selection_reference(dataset: str) -> str:
+    """`DATASET:train:10000`: the seeded 10,000-image training subset that best checkpoints are chosen on."""
+    return f"{dataset}:train:{SELECTION_SUBSET_SIZE}"
+
+
+def reporting_reference(dataset: str) -> str:
+    """`DATASET:test`: the held-out split whose numbers leaderboards publish."""
+    return f"{dataset}:test"
+
+
+def default_references(dataset: str) -> tuple[str, str]:
+    return selection_reference(dataset), reporting_reference(dataset)

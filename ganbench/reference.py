@@ -27,15 +27,24 @@ def reference_features(
     split: str,
     count: int | None = None,
     *,
+    subset_seed: int | None = None,
     data_root: str | Path | None = None,
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
     device: str = "cpu",
     progress: bool = True,
 ) -> FeatureSet:
-    """Features of the first `count` images (all when None) of a dataset split, from the cache when possible."""
+    """Features of the first `count` images (all when None) of a dataset split, from the cache when possible.
+
+    With `subset_seed`, `count` images drawn at random by that seed instead of the first ones (all of them
+    when the split is smaller): the fixed selection subset of the training split that `ganbench report` picks
+    the best checkpoint on."""
     data = load_dataset(dataset, split, data_root)
-    if count is not None:
+    if subset_seed is not None:
+        if count is None:
+            raise ConfigError("a seeded reference subset needs a count, e.g. fashion-mnist:train:10000")
+        data = data.subset(count, subset_seed)
+    elif count is not None:
         if count > len(data):
             raise ConfigError(f"asked for {count} reference images but {dataset} {split} has {len(data)}; lower the count")
         data = data.head(count)
@@ -43,6 +52,7 @@ def reference_features(
         "dataset": dataset,
         "split": split,
         "count": len(data),
+        **({} if subset_seed is None else {"subset_seed": subset_seed}),
         "data_sha256": data.fingerprint(),
         **extractor.protocol,
     }

@@ -26,7 +26,7 @@ from ganbench.errors import ConfigError, GanbenchError
 from ganbench.evaluate import applicable_metrics, check_metrics, metric_options, metrics_from_features
 from ganbench.features.cache import cached_features
 from ganbench.features.extract import FeatureSet, extract_features
-from ganbench.protocol import METRIC_PROTOCOL_VERSION
+from ganbench.protocol import METRIC_PROTOCOL_VERSION, SELECTION_SUBSET_SEED, default_references
 from ganbench.results import Protocol, ResultRow, ResultsStore, RunInfo
 from ganbench.samples import (
     Source,
@@ -42,25 +42,33 @@ from ganbench.samples import (
 
 @dataclass(frozen=True)
 class Reference:
-    """A parsed --reference: a dataset split (name 'fashion-mnist:test') or a folder / .npz of images."""
+    """A parsed --reference: a dataset split ('fashion-mnist:test'), a seeded subset of one
+    ('fashion-mnist:train:10000', drawn with SELECTION_SUBSET_SEED), or a folder / .npz of images."""
 
     name: str
     dataset: str | None = None
     split: str | None = None
     path: Path | None = None
+    count: int | None = None  # a seeded subset of this many images (all of them when the split is smaller)
 
 
 def parse_reference(text: str) -> Reference:
-    dataset, sep, split = text.partition(":")
+    dataset, sep, rest = text.partition(":")
     if sep and dataset in DATASETS:
+        split, _, count = rest.partition(":")
         if split not in SPLITS:
             raise ConfigError(f"--reference {text}: unknown split {split!r}; expected {' or '.join(SPLITS)}")
-        return Reference(text, dataset, split)
+        if not count:
+            return Reference(text, dataset, split)
+        if not count.isdigit() or int(count) < 2:
+            raise ConfigError(f"--reference {text}: the subset size must be an integer >= 2, e.g. {dataset}:{split}:10000")
+        return Reference(text, dataset, split, count=int(count))
     path = Path(text)
     if path.exists():
         return Reference(str(path), path=path)
     raise ConfigError(
-        f"--reference {text}: expected DATASET:SPLIT ({', '.join(f'{d}:test' for d in DATASETS)}), a folder of images or an .npz"
+        f"--reference {text}: expected DATASET:SPLIT[:N] ({', '.join(f'{d}:test' for d in DATASETS)}), "
+        "a folder of images or an .npz"
     )
 
 
@@ -71,7 +79,8 @@ class Sweep:
         self.cfg = cfg
         self.emit = emit
         self.log = log or (lambda message: print(f"ganbench: {message}", file=sys.stderr))
-        self.references = [parse_reference(r) for r in cfg.references]
+        # Each reference once, in the order given (a repeated --reference would score everything twice).
+        self.references = list({r.name: r for r in map(parse_reference, cfg.references)}.values())
         self._reference_features: dict[tuple, FeatureSet] = {}
 
     def run(self) -> int:
@@ -157,7 +166,7 @@ class Sweep:
     def _plan(self, store, extractor, sha, run, n_fake) -> list[tuple[Reference, FeatureSet, list[str]]]:
         """(reference, its features, metrics still to compute) for every reference of this source."""
         cfg = self.cfg
-        references = self.references or [self._default_reference(run)]
+        references = self.references or self._default_references(run)
         shape = _shape(extractor)
         plan = []
         for reference in references:
@@ -175,13 +184,13 @@ class Sweep:
                 plan.append((reference, real, todo))
         return plan
 
-    def _default_reference(self, run: dict) -> Reference:
-        # The held-out test split: scoring against the training images would reward memorisation,
-        # and its 10,000 images match the default --num-samples.
+    def _default_references(self, run: dict) -> list[Reference]:
+        # Selection (a seeded 10,000-image training subset) and reporting (the held-out test split: scoring
+        # against the training images would reward memorisation; its 10,000 images match --num-samples).
         dataset = run.get("dataset")
         if dataset not in DATASETS:
             raise ConfigError(f"cannot tell the training dataset of this source ({dataset!r}); pass --reference DATASET:SPLIT")
-        return Reference(f"{dataset}:test", dataset, "test")
+        return [parse_reference(text) for text in default_references(dataset)]
 
     def _reference(self, extractor, reference: Reference) -> FeatureSet:
         from ganbench.reference import reference_features
@@ -190,7 +199,9 @@ class Sweep:
         if key not in self._reference_features:
             cfg = self.cfg
             if reference.dataset is not None:
-                features = reference_features(extractor, reference.dataset, reference.split, data_root=cfg.data_root,
+                features = reference_features(extractor, reference.dataset, reference.split, reference.count,
+                                              subset_seed=None if reference.count is None else SELECTION_SUBSET_SEED,
+                                              data_root=cfg.data_root,
                                               cache_dir=cfg.cache_dir, batch_size=cfg.batch_size, device=self.device,
                                               progress=not cfg.quiet)
             else:
@@ -204,6 +215,8 @@ class Sweep:
                                              f"reference {reference.path.name}", {"path": str(reference.path)}),
                     cfg.cache_dir,
                 )
+            if reference.count is not None and len(features) < reference.count:
+                self.log(f"reference {reference.name}: the split holds only {len(features)} images; using all of them")
             self._reference_features[key] = features
         return self._reference_features[key]
 
@@ -231,7 +244,7 @@ class Sweep:
             run = {**run, "dataset": None}
             references = [Reference("unknown:test")]  # no reference can be known for an unreadable checkpoint
         else:
-            references = self.references or [self._default_reference(run)]
+            references = self.references or self._default_references(run)
         rows: list[ResultRow] = []
         for reference in references:
             n_real = len(self._reference(extractor, reference)) if reference.name != "unknown:test" else 0

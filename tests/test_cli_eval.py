@@ -108,10 +108,14 @@ def _distinct_checkpoint(source: Path, target: Path, epoch: int) -> None:
     save_checkpoint(state, target)
 
 
-def eval_args(ws: Workspace, results: Path, *paths, num_samples: int = 64, extra: tuple[str, ...] = ()) -> list[str]:
+def eval_args(ws: Workspace, results: Path, *paths, num_samples: int = 64, extra: tuple[str, ...] = (),
+              default_references: bool = False) -> list[str]:
+    """Most tests score against the test split only (half the work); `default_references` keeps eval's defaults
+    (the selection subset of the training split and the test split)."""
+    references = () if default_references or "--reference" in extra else ("--reference", "fashion-mnist:test")
     return ["eval", *map(str, paths), "--extractor", EXTRACTOR, "--num-samples", str(num_samples),
             "--data-root", str(ws.data_root), "--cache-dir", str(ws.cache), "--results", str(results),
-            "--quiet", "--device", "cpu", *extra]
+            "--quiet", "--device", "cpu", *references, *extra]
 
 
 def stored(results: Path, **where) -> list[dict]:
@@ -167,14 +171,19 @@ def test_eval_run_folder_stores_every_metric_with_its_protocol(ws, tmp_path, cap
     from ganbench.features.registry import build_extractor
 
     results = tmp_path / "r.sqlite"
-    assert main(eval_args(ws, results, ws.out)) == 0
-    rows = stored(results)
+    assert main(eval_args(ws, results, ws.out, default_references=True)) == 0
+    everything = stored(results)
     checkpoints = ws.checkpoints
     assert [p.name for p in checkpoints] == ["epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt"]
-    assert not any(Path(r["source_path"]).name == "resume.pt" for r in rows), "resume.pt must not be evaluated"
-    assert Counter((r["source_path"], r["metric"]) for r in rows) == {
-        (str(p), m): 1 for p in checkpoints for m in ALL_METRICS
+    assert not any(Path(r["source_path"]).name == "resume.pt" for r in everything), "resume.pt must not be evaluated"
+    # By default every checkpoint is scored against the selection subset of the training split and the test split.
+    assert Counter((r["source_path"], r["metric"], r["reference_name"]) for r in everything) == {
+        (str(p), m, ref): 1
+        for p in checkpoints for m in ALL_METRICS for ref in ("fashion-mnist:train:10000", "fashion-mnist:test")
     }
+    selection = [r for r in everything if r["reference_name"] == "fashion-mnist:train:10000"]
+    assert {(r["reference_split"], r["n_reference"]) for r in selection} == {("train", N_TRAIN)}  # the split is smaller
+    rows = [r for r in everything if r["reference_name"] == "fashion-mnist:test"]
     extractor = build_extractor(EXTRACTOR, device="cpu")
     for r in rows:
         path = Path(r["source_path"])
@@ -569,6 +578,7 @@ def test_format_csv_prints_a_header_and_one_row_per_result(ws, tmp_path, capsys)
         ("folder-without-reference", r"folders, \.npz files and --generator sources need --reference"),
         ("unknown-split", r"--reference fashion-mnist:val: unknown split 'val'"),
         ("missing-reference", r"--reference .*nowhere: expected DATASET:SPLIT"),
+        ("bad-subset", r"--reference fashion-mnist:train:1: the subset size must be an integer >= 2"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_store(ws, tmp_path, capsys, case, pattern):
@@ -590,8 +600,10 @@ def test_bad_input_is_one_line_exit_2_and_no_store(ws, tmp_path, capsys, case, p
         extra = ["--reference", "fashion-mnist:val"]
     elif case == "missing-reference":
         extra = ["--reference", str(tmp_path / "nowhere")]
+    elif case == "bad-subset":
+        extra = ["--reference", "fashion-mnist:train:1"]
     capsys.readouterr()
-    assert main(eval_args(ws, results, *paths, extra=tuple(extra))) == 2
+    assert main(eval_args(ws, results, *paths, extra=tuple(extra), default_references=case == "folder-without-reference")) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.splitlines()

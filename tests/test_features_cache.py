@@ -153,3 +153,21 @@ def test_fid_against_external_statistics_equals_fid_against_the_features(tmp_pat
     stats = load_reference_statistics(tmp_path / "ttur.npz", {"extractor": "inception", "preprocessing": "tf1"})
     via_file = frechet_distance(stats.mu, stats.sigma, *feature_statistics(fake))
     assert via_file == pytest.approx(fid_from_features(real, fake), rel=1e-12)
+
+
+def test_a_seeded_subset_is_fixed_by_its_seed_and_cached_apart_from_the_first_images(tiny_data_root, tmp_path):
+    from ganbench.data import load_dataset
+
+    data = load_dataset("fashion-mnist", "train", tiny_data_root, log=False)
+    first, again, other = data.subset(100, 0), data.subset(100, 0), data.subset(100, 1)
+    assert len(first) == 100 and torch.equal(first.images, again.images) and not torch.equal(first.images, other.images)
+    assert not torch.equal(first.images, data.head(100).images)
+    assert data.subset(10_000, 0) is data  # a split smaller than the subset is used whole
+    extractor = CountingExtractor()
+    subset = reference_features(extractor, "fashion-mnist", "train", 100, subset_seed=0, data_root=tiny_data_root,
+                                cache_dir=tmp_path, progress=False)
+    np.testing.assert_allclose(subset.features, extract_features(CountingExtractor(), first.images).features, rtol=1e-6)
+    _ref(extractor, tiny_data_root, tmp_path, count=100, split="train")  # the first 100: another cache entry
+    assert extractor.images_seen == 200
+    with pytest.raises(ConfigError, match="a seeded reference subset needs a count"):
+        reference_features(extractor, "fashion-mnist", "train", subset_seed=0, data_root=tiny_data_root, cache_dir=tmp_path)

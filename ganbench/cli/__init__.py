@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from ganbench.cli import eval as eval_command
-    from ganbench.cli import reference, train
+    from ganbench.cli import reference, report, train
 
     parser = _Parser(
         prog="ganbench",
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(subparsers)
     reference.add_parser(subparsers)
     eval_command.add_parser(subparsers)
+    report.add_parser(subparsers)
     return parser
 
 

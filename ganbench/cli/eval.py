@@ -25,8 +25,13 @@ Sources already evaluated under the same protocol are skipped (--force recompute
 interrupted sweep keeps every completed source and the next run does the rest. A source that fails
 is reported and recorded as failed; the exit code is then 1.
 
-default reference: the checkpoint's training dataset, test split (held out from training, so a
-generator that memorises its training images gains nothing; 10,000 images, as the default --num-samples).
+default references: two, from the checkpoint's training dataset.
+  DATASET:test          the reporting reference: held out from training, so a generator that memorises
+                        its training images gains nothing; 10,000 images, as the default --num-samples.
+  DATASET:train:10000   the selection reference: a fixed subset of the training split (seed 0), on which
+                        `ganbench report` chooses each run's best checkpoint, so the number it publishes
+                        (on the test split) is not the number the choice was made on.
+--reference DATASET:SPLIT:N names such a seeded N-image subset of any split.
 """
 
 
@@ -43,7 +48,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--generator", metavar="MODULE:CALLABLE",
                    help="your generator: a callable returning (nn.Module, latent_dim); PATHs are then its state-dict files")
     p.add_argument("--reference", action="append", metavar="DATASET:SPLIT|FOLDER|NPZ",
-                   help="what to compare with (repeatable; default: the checkpoint's dataset, test split)")
+                   help="what to compare with (repeatable; default: the checkpoint's dataset, DATASET:train:10000 for "
+                   "selection and DATASET:test for reporting)")
     p.add_argument("--num-samples", type=int, default=defaults.num_samples,
                    help="generated images per source (default: %(default)s)")
     p.add_argument("--metrics", metavar="M[,M]",

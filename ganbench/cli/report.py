@@ -1,0 +1,80 @@
+"""`ganbench report`: leaderboards, curves and an HTML page from the results store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ganbench.metrics.registry import METRICS
+
+REPORT_FORMATS = ("table", "csv", "markdown")
+
+EPILOG = """\
+examples:
+  ganbench report                                   # results/ganbench.sqlite -> reports/
+  ganbench report --results runs.sqlite --out reports/ --format markdown
+  ganbench report --dataset fashion-mnist --metric fid,kid --protocol lenet-fashion-mnist
+
+writes into --out (built in a temporary folder, then moved into place):
+  results.csv       every stored result, long format: one row per (source, protocol, metric) with value,
+                    spread, status and every protocol column; its columns never depend on which metrics exist
+  leaderboard.csv   one row per (protocol, checkpoint rule, model group): per metric mean, std over seeds,
+                    95% t interval, rank (rows whose intervals overlap share a rank)
+  leaderboard.md    the same as Markdown tables, each headed by its protocol and checkpoint rule
+  <group>/          metric-versus-epoch curves (mean over seeds, min-max band, selected checkpoints marked)
+                    and the latest sample grids
+  index.html        one static page with all of the above
+
+checkpoint rules: 'final' is each seed's last evaluated checkpoint; 'best' is each seed's checkpoint with
+the best --select-metric on the selection reference (default DATASET:train:10000, which `ganbench eval`
+scores by default), reported with its numbers on the reporting reference (DATASET:test). When a group has
+no selection results, the best checkpoint is chosen on the reported data and the table says so.
+"""
+
+
+def add_parser(subparsers) -> None:
+    from ganbench.results.report import ReportConfig
+
+    defaults = ReportConfig()
+    p = subparsers.add_parser(
+        "report", help="leaderboards, curves and an HTML page from the results store",
+        description="Aggregate the results store into CSV and Markdown leaderboards (mean, std and 95%% intervals "
+        "over seeds, ranks that tie when intervals overlap), curves and index.html.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+    )
+    p.add_argument("--results", default=defaults.results, metavar="PATH", help="results store (default: %(default)s)")
+    p.add_argument("--out", default=defaults.out, metavar="DIR", help="report folder, replaced as a whole (default: %(default)s)")
+    p.add_argument("--dataset", metavar="NAME[,NAME]", help="only runs trained on these datasets")
+    p.add_argument("--metric", metavar="M[,M]", help=f"only these metrics, of {', '.join(METRICS)}")
+    p.add_argument("--protocol", metavar="ID|EXTRACTOR[,...]",
+                   help="only these protocols: a protocol id (or its prefix) from a table header, or an extractor name")
+    p.add_argument("--select-metric", default=defaults.select_metric, choices=tuple(METRICS),
+                   help="metric that picks the best checkpoint (default: %(default)s)")
+    p.add_argument("--select-on", metavar="REFERENCE",
+                   help="reference the best checkpoint is chosen on (default: DATASET:train:10000 of each run)")
+    p.add_argument("--format", choices=REPORT_FORMATS, default="table",
+                   help="what goes to stdout (default: %(default)s)")
+    p.add_argument("--no-plots", action="store_true", help="skip the curves and sample grids (faster)")
+    p.set_defaults(run=run)
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip()) if text else ()
+
+
+def run(args) -> int:
+    from ganbench.results.report import ReportConfig, leaderboard_frame, markdown, plain_text, write_report
+
+    cfg = ReportConfig(results=args.results, out=args.out, datasets=_names(args.dataset), metrics=_names(args.metric),
+                       protocols=_names(args.protocol), select_metric=args.select_metric, select_on=args.select_on,
+                       plots=not args.no_plots)
+    out, tables, configs = write_report(cfg)
+    if args.format == "csv":
+        leaderboard_frame(tables, configs).to_csv(sys.stdout, index=False)
+    elif args.format == "markdown":
+        print(markdown(tables, configs))
+    else:
+        print(plain_text(tables, configs))
+    print(f"ganbench: wrote {len(tables)} tables to {out}/ (leaderboard.md, leaderboard.csv, results.csv, index.html)",
+          file=sys.stderr)
+    return 0

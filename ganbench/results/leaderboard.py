@@ -1,0 +1,278 @@
+"""Leaderboards from stored results: model groups, honest checkpoint selection, mean/std/CI over seeds, ranks.
+
+Pure functions on the long DataFrame that `ResultsStore.to_dataframe()` returns; no files, no printing.
+
+- A *model group* is one training configuration: a baseline run folder (`OUT/baseline/<dataset>`, whose
+  `seed<k>` sub-folders are its seeds), or a single source (a user generator's state dict, an image
+  folder, an .npz) with one "seed".
+- A *table protocol* is everything that makes numbers comparable except the metric's own options:
+  extractor, weights, preprocessing, N generated, the reporting reference and N reference, the sampling
+  seed and ganbench's metric-protocol version. Numbers of different table protocols are never ranked together.
+- *final* is each seed's last evaluated checkpoint. *best* is each seed's checkpoint with the best
+  selection metric (default FID) on the *selection* reference (default `DATASET:train:10000`), reported
+  with its numbers on the reporting reference. Without selection results for a group, the choice falls back
+  to the reporting reference itself and the row says so (`selected_on` = the reported data, optimistic).
+- Ranks: a row's rank is 1 + the number of rows whose 95% interval is entirely better than its own, so
+  rows whose intervals overlap share a rank and no order is claimed that the data cannot support.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ganbench.metrics.registry import METRICS
+from ganbench.protocol import selection_reference
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The fields of a table protocol, in header order.
+PROTOCOL_FIELDS = ("extractor", "weights_sha256", "preprocessing", "n_generated", "reference_name", "reference_split",
+                   "n_reference", "seed", "metric_protocol_version")
+RULES = ("final", "best")
+_SEED_DIR = re.compile(r"seed(\d+)$")
+
+# Derived columns `tidy()` adds to the store's long format, in order (the store's own columns come first).
+DERIVED_COLUMNS = ("group", "group_kind", "protocol_id", "reference_role", "metric_protocol_version")
+
+
+def metric_order(names) -> list[str]:
+    """Registry order first (fid, is, kid, ...), then any unknown names alphabetically."""
+    known = [m for m in METRICS if m in set(names)]
+    return known + sorted(set(names) - set(known))
+
+
+def group_of(source_path: str, run_kind: str | None, run_dataset: str | None) -> str:
+    """The model group of a source: a baseline's run folder above its `seed<k>` folders, else the source itself."""
+    parts = source_path.replace("\\", "/").split("/")
+    if run_kind == "baseline" and len(parts) >= 3 and _SEED_DIR.fullmatch(parts[-2]):
+        return "/".join(parts[:-2])
+    return source_path
+
+
+def protocol_id(fields: dict) -> str:
+    """A short, stable name for a table protocol (first 10 hex digits of the sha256 of its canonical JSON)."""
+    text = json.dumps({k: fields.get(k) for k in PROTOCOL_FIELDS}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    """The store's long format plus DERIVED_COLUMNS: one row per (source, protocol, metric), schema fixed."""
+    import pandas as pd
+
+    out = frame.copy()
+    out["metric_protocol_version"] = pd.Series(
+        [json.loads(text).get("metric_protocol_version") if isinstance(text, str) else None for text in out["protocol_json"]],
+        index=out.index, dtype="Int64",
+    )
+    out["group"] = pd.Series(
+        [group_of(str(p), _na(k), _na(d)) for p, k, d in zip(out["source_path"], out["run_kind"], out["run_dataset"],
+                                                             strict=True)],
+        index=out.index, dtype="string",
+    )
+    out["group_kind"] = out["run_kind"].fillna("source").astype("string")
+    out["protocol_id"] = pd.Series([protocol_id(row) for row in _records(out, PROTOCOL_FIELDS)], index=out.index,
+                                   dtype="string")
+    out["reference_role"] = pd.Series(
+        [_role(_na(ref), _na(ds)) for ref, ds in zip(out["reference_name"], out["run_dataset"], strict=True)],
+        index=out.index, dtype="string",
+    )
+    return out[[*frame.columns, *DERIVED_COLUMNS]]
+
+
+def _role(reference: str | None, dataset: str | None) -> str:
+    return "selection" if dataset is not None and reference == selection_reference(dataset) else "reporting"
+
+
+def _na(value):
+    import pandas as pd
+
+    return None if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _records(frame: pd.DataFrame, columns) -> list[dict]:
+    return [{c: _na(v) for c, v in zip(columns, values, strict=True)} for values in frame[list(columns)].itertuples(index=False)]
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One metric of one leaderboard row: its values over seeds and what they support."""
+
+    values: tuple[float, ...]
+    mean: float
+    std: float  # sample std over seeds (ddof=1); NaN with one seed
+    ci_low: float  # 95% interval of the mean: Student t over seeds; with one seed, its stored interval if any
+    ci_high: float
+    rank: int = 0
+    tied: bool = False
+
+
+def aggregate(values, stored_ci: tuple[float, float] | None = None) -> Aggregate:
+    """Mean, sample std and a 95% t interval of the mean over seeds.
+
+    With one seed there is no spread to estimate: the interval is the stored one (a bootstrap interval)
+    when given, else NaN, and ranking then treats the value as a point."""
+    from scipy import stats
+
+    xs = tuple(float(v) for v in values)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("aggregate needs at least one value")
+    mean = math.fsum(xs) / n
+    if n == 1:
+        low, high = stored_ci if stored_ci is not None else (math.nan, math.nan)
+        return Aggregate(xs, mean, math.nan, low, high)
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    return Aggregate(xs, mean, std, mean - half, mean + half)
+
+
+def interval_ranks(aggregates: list[Aggregate], direction: str) -> list[tuple[int, bool]]:
+    """(rank, tied) per row: rank = 1 + rows whose interval is entirely better; tied when another row shares it."""
+
+    def bounds(a: Aggregate) -> tuple[float, float]:
+        return (a.mean, a.mean) if math.isnan(a.ci_low) else (a.ci_low, a.ci_high)
+
+    if direction not in ("lower", "higher"):
+        raise ValueError(f"direction must be 'lower' or 'higher', got {direction!r}")
+    ranks = []
+    for a in aggregates:
+        low, high = bounds(a)
+        if direction == "lower":
+            better = sum(1 for b in aggregates if bounds(b)[1] < low)
+        else:
+            better = sum(1 for b in aggregates if bounds(b)[0] > high)
+        ranks.append(1 + better)
+    return [(r, ranks.count(r) > 1) for r in ranks]
+
+
+@dataclass
+class Row:
+    """One leaderboard row: a model group under one checkpoint rule."""
+
+    group: str
+    group_kind: str
+    dataset: str | None
+    rule: str
+    selected_on: str  # the reference the checkpoint was chosen on ("" for final)
+    selection_note: str  # "" or why this choice is optimistic
+    epochs: dict[int | None, int | None]  # seed -> epoch of the chosen checkpoint
+    sources: dict[int | None, str]  # seed -> source path
+    metrics: dict[str, Aggregate] = field(default_factory=dict)
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.epochs)
+
+
+@dataclass
+class Table:
+    """One ranked table: rows of one table protocol under one checkpoint rule."""
+
+    protocol_id: str
+    protocol: dict
+    rule: str
+    rule_text: str
+    ganbench_versions: tuple[str, ...]
+    metrics: list[str]
+    rows: list[Row]
+
+
+def build_tables(frame: pd.DataFrame, *, select_metric: str = "fid", select_on: str | None = None) -> list[Table]:
+    """The leaderboards of a `tidy()` frame: per reporting protocol, a 'final' and a 'best' table.
+
+    `select_on` overrides the selection reference (default: `selection_reference(dataset)` per group)."""
+    ok = frame[frame["status"] == "ok"]
+    reporting = ok[ok["reference_role"] == "reporting"] if select_on is None else ok[ok["reference_name"] != select_on]
+    tables = []
+    for pid, part in reporting.groupby("protocol_id", sort=True):
+        protocol = _records(part.head(1), PROTOCOL_FIELDS)[0]
+        metrics = metric_order(part["metric"].unique())
+        for rule in RULES:
+            rows = [row for group, gpart in part.groupby("group", sort=True)
+                    if (row := _row(str(group), gpart, ok, rule, select_metric, select_on, protocol)) is not None]
+            for metric in metrics:
+                ranked = [r for r in rows if metric in r.metrics]
+                aggs = [r.metrics[metric] for r in ranked]
+                for r, (rank, tied) in zip(ranked, interval_ranks(aggs, METRICS[metric].direction if metric in METRICS
+                                                                  else "lower"), strict=True):
+                    a = r.metrics[metric]
+                    r.metrics[metric] = Aggregate(a.values, a.mean, a.std, a.ci_low, a.ci_high, rank, tied)
+            versions = tuple(sorted(set(part["ganbench_version"].dropna().astype(str))))
+            tables.append(Table(str(pid), protocol, rule, _rule_text(rule, select_metric, select_on, protocol), versions,
+                                metrics, rows))
+    return tables
+
+
+def _rule_text(rule: str, select_metric: str, select_on: str | None, protocol: dict) -> str:
+    if rule == "final":
+        return "final: each seed's last evaluated checkpoint"
+    direction = METRICS[select_metric].direction if select_metric in METRICS else "lower"
+    where = select_on or "DATASET:train:10000 (a fixed 10,000-image training subset, seed 0)"
+    return (f"best: each seed's checkpoint with the {direction}est {select_metric} on {where}, "
+            f"reported on {protocol['reference_name']}")
+
+
+def _row(group: str, part: pd.DataFrame, ok: pd.DataFrame, rule: str, select_metric: str, select_on: str | None,
+         protocol: dict) -> Row | None:
+    """One group's row: pick a checkpoint per seed by `rule`, then aggregate every metric over seeds."""
+    first = part.iloc[0]
+    dataset = _na(first["run_dataset"])
+    chosen: dict[int | None, str] = {}  # seed -> source_sha256
+    epochs: dict[int | None, int | None] = {}
+    sources: dict[int | None, str] = {}
+    selected_on, note = "", ""
+    if rule == "best":
+        reference = select_on or (selection_reference(dataset) if dataset else None)
+        candidates = _selection_candidates(ok, group, protocol, reference, select_metric)
+        if candidates.empty:
+            reference = protocol["reference_name"]
+            candidates = part[part["metric"] == select_metric]
+            note = "selected on the reported data (optimistic)"
+        if candidates.empty:
+            return None
+        selected_on = reference
+        direction = METRICS[select_metric].direction if select_metric in METRICS else "lower"
+        for seed, seed_part in candidates.groupby(candidates["run_seed"].astype("object").where(
+                candidates["run_seed"].notna(), None), dropna=False, sort=True):
+            ordered = seed_part.sort_values(["value", "run_epoch"], ascending=[direction == "lower", True])
+            best = ordered.iloc[0]
+            chosen[_na(seed)] = str(best["source_sha256"])
+    else:
+        for seed, seed_part in part.groupby(part["run_seed"].astype("object").where(part["run_seed"].notna(), None),
+                                            dropna=False, sort=True):
+            last = seed_part.sort_values(["run_epoch", "created_at"], na_position="first").iloc[-1]
+            chosen[_na(seed)] = str(last["source_sha256"])
+    values: dict[str, list[tuple[float, float | None, float | None]]] = {}
+    for seed, sha in chosen.items():
+        rows = part[part["source_sha256"] == sha]
+        if rows.empty:  # selected on a checkpoint that was never scored on the reporting reference
+            continue
+        epochs[seed] = _na(rows.iloc[0]["run_epoch"])
+        sources[seed] = str(rows.iloc[0]["source_path"])
+        for _, r in rows.iterrows():
+            values.setdefault(str(r["metric"]), []).append((float(r["value"]), _na(r["ci_low"]), _na(r["ci_high"])))
+    if not epochs:
+        return None
+    row = Row(group, str(first["group_kind"]), dataset, rule, selected_on, note, epochs, sources)
+    for metric in metric_order(values):
+        triples = values[metric]
+        stored = (triples[0][1], triples[0][2]) if len(triples) == 1 and triples[0][1] is not None else None
+        row.metrics[metric] = aggregate([t[0] for t in triples], stored)
+    return row
+
+
+def _selection_candidates(ok: pd.DataFrame, group: str, protocol: dict, reference: str | None,
+                          select_metric: str) -> pd.DataFrame:
+    """The group's selection-metric rows on `reference`, under the table protocol's extractor and sample counts."""
+    if reference is None:
+        return ok.iloc[0:0]
+    same = (ok["group"] == group) & (ok["reference_name"] == reference) & (ok["metric"] == select_metric)
+    for name in ("extractor", "weights_sha256", "preprocessing", "n_generated", "seed", "metric_protocol_version"):
+        same &= ok[name] == protocol[name]
+    return ok[same]

@@ -1,0 +1,394 @@
+"""`ganbench report`'s files: results.csv, leaderboard.csv/.md, curves, sample grids and index.html.
+
+Everything is written into a temporary folder beside `--out` and moved into place at the end, so a
+failure leaves the previous report (or nothing) and never a half-written one.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ganbench.errors import ConfigError, ResultsStoreError
+from ganbench.metrics.registry import METRICS
+from ganbench.results.leaderboard import PROTOCOL_FIELDS, Aggregate, Row, Table, build_tables, metric_order, tidy
+from ganbench.results.schema import COLUMNS
+from ganbench.results.store import ResultsStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+REPORT_FILES = ("results.csv", "leaderboard.csv", "leaderboard.md", "index.html")
+# leaderboard.csv: fixed leading columns, then per metric (registry order) these suffixes.
+LEADERBOARD_COLUMNS = ("protocol_id", "rule", "group", "group_kind", "dataset", "config", "n_seeds", "epochs",
+                       "selected_on", "selection_note", *PROTOCOL_FIELDS, "ganbench_versions")
+METRIC_SUFFIXES = ("mean", "std", "ci_low", "ci_high", "n", "rank", "tied")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """One `ganbench report` call."""
+
+    results: str = "results/ganbench.sqlite"
+    out: str = "reports"
+    datasets: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    protocols: tuple[str, ...] = ()  # protocol ids (or prefixes) or extractor names
+    select_metric: str = "fid"
+    select_on: str | None = None
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in (*self.metrics, self.select_metric) if m not in METRICS]
+        if unknown:
+            raise ConfigError(f"unknown metric {', '.join(unknown)}; expected one of {', '.join(METRICS)} "
+                              "(--metric, --select-metric)")
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """The store as a tidy frame; a missing, foreign, newer or empty store is a one-line error."""
+    with ResultsStore(path, create=False) as store:
+        frame = store.to_dataframe()
+    if frame.empty:
+        raise ResultsStoreError(f"{path} holds no results yet; run `ganbench eval CHECKPOINTS --results {path}` first")
+    return tidy(frame)
+
+
+def filter_results(frame: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
+    """Apply --dataset and --protocol; an empty result is an error naming what exists instead."""
+    out = frame
+    if cfg.datasets:
+        out = out[out["run_dataset"].isin(cfg.datasets)]
+        if out.empty:
+            have = ", ".join(sorted(set(frame["run_dataset"].dropna()))) or "none"
+            raise ConfigError(f"--dataset {','.join(cfg.datasets)} matches no results; datasets in the store: {have}")
+    if cfg.protocols:
+        keep = out["extractor"].isin(cfg.protocols)
+        for wanted in cfg.protocols:
+            keep |= out["protocol_id"].str.startswith(wanted)
+        matched = out[keep.fillna(False).astype(bool)]
+        if matched.empty:
+            have = ", ".join(sorted(f"{p} ({e})" for p, e in set(zip(out["protocol_id"], out["extractor"], strict=True))))
+            raise ConfigError(f"--protocol {','.join(cfg.protocols)} matches no results; protocols: {have}")
+        # keep the selection rows of the groups and extractors that matched, so best checkpoints can still be chosen
+        out = out[keep.fillna(False).astype(bool) | (out["group"].isin(matched["group"]) &
+                                                     out["extractor"].isin(matched["extractor"]))]
+    if cfg.metrics and not out["metric"].isin(cfg.metrics).any():
+        raise ConfigError(f"--metric {','.join(cfg.metrics)} matches no results; metrics in the store: "
+                          f"{', '.join(metric_order(out['metric'].unique()))}")
+    return out
+
+
+def make_tables(frame: pd.DataFrame, cfg: ReportConfig) -> list[Table]:
+    tables = build_tables(frame, select_metric=cfg.select_metric, select_on=cfg.select_on)
+    if cfg.metrics:
+        for table in tables:
+            table.metrics = [m for m in table.metrics if m in cfg.metrics]
+        tables = [t for t in tables if t.metrics]
+    tables = [t for t in tables if t.rows]
+    if not tables:
+        raise ConfigError("no successful results on a reporting reference match these filters; "
+                          "run `ganbench eval` (its default references include DATASET:test) or relax the filters")
+    return tables
+
+
+# -- leaderboard formats -------------------------------------------------------------------------------------------
+
+
+def leaderboard_frame(tables: list[Table], configs: dict[str, str]) -> pd.DataFrame:
+    """leaderboard.csv: one row per (table, group); the column set depends only on the metrics in the registry."""
+    import pandas as pd
+
+    metrics = metric_order({m for t in tables for m in t.metrics} | set(METRICS))
+    columns = [*LEADERBOARD_COLUMNS, *(f"{m}_{s}" for m in metrics for s in METRIC_SUFFIXES)]
+    records = []
+    for table in tables:
+        for row in table.rows:
+            record = {"protocol_id": table.protocol_id, "rule": table.rule, "group": row.group,
+                      "group_kind": row.group_kind, "dataset": row.dataset, "config": configs.get(row.group, ""),
+                      "n_seeds": row.n_seeds, "epochs": _epochs(row), "selected_on": row.selected_on,
+                      "selection_note": row.selection_note, **table.protocol,
+                      "ganbench_versions": ",".join(table.ganbench_versions)}
+            for m in table.metrics:
+                a = row.metrics.get(m)
+                if a is not None:
+                    record.update({f"{m}_mean": a.mean, f"{m}_std": a.std, f"{m}_ci_low": a.ci_low,
+                                   f"{m}_ci_high": a.ci_high, f"{m}_n": len(a.values), f"{m}_rank": a.rank,
+                                   f"{m}_tied": a.tied})
+            records.append(record)
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _epochs(row: Row) -> str:
+    return ",".join("-" if e is None else str(e) for _, e in sorted(row.epochs.items(), key=lambda kv: (kv[0] is None,
+                                                                                                          kv[0] or 0)))
+
+
+def format_value(a: Aggregate | None) -> str:
+    """'12.3 ± 0.45 [11.9, 12.8] #1=': mean ± std over seeds, the 95% interval, the rank (= marks a tie)."""
+    if a is None:
+        return ""
+    text = _num(a.mean)
+    if not math.isnan(a.std):
+        text += f" ± {_num(a.std)}"
+    if not math.isnan(a.ci_low):
+        text += f" [{_num(a.ci_low)}, {_num(a.ci_high)}]"
+    return f"{text} #{a.rank}{'=' if a.tied else ''}"
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
+
+
+def table_header(table: Table) -> list[str]:
+    """The lines stating a table's protocol and checkpoint rule."""
+    p = table.protocol
+    return [
+        f"protocol {table.protocol_id}: extractor {p['extractor']} (weights sha256 {str(p['weights_sha256'])[:12]}), "
+        f"preprocessing {p['preprocessing']}, N generated {p['n_generated']}, reference {p['reference_name']} "
+        f"(split {p['reference_split']}, N reference {p['n_reference']}), sampling seed {p['seed']}, "
+        f"metric protocol v{p['metric_protocol_version']}, ganbench {', '.join(table.ganbench_versions)}",
+        f"checkpoint rule: {table.rule_text}",
+        "cells: mean ± std over seeds [95% t interval of the mean] #rank; rows whose intervals overlap share a rank (=); "
+        + ", ".join(f"{m} {'lower' if METRICS[m].direction == 'lower' else 'higher'} is better"
+                    for m in table.metrics if m in METRICS),
+    ]
+
+
+def _display_rows(table: Table, configs: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "seeds", "epoch per seed", *(["selected on"] if table.rule == "best" else []), *table.metrics]
+    body = []
+    for row in table.rows:
+        label = f"{row.group_kind} {row.dataset or ''} {row.group}".strip()
+        if configs.get(row.group):
+            label += f" ({configs[row.group]})"
+        selected = [row.selected_on + (f" - {row.selection_note}" if row.selection_note else "")] if table.rule == "best" else []
+        body.append([label, str(row.n_seeds), _epochs(row), *selected, *(format_value(row.metrics.get(m))
+                                                                          for m in table.metrics)])
+    return head, body
+
+
+def markdown(tables: list[Table], configs: dict[str, str]) -> str:
+    lines = ["# ganbench leaderboard", "",
+             "Regenerate with `ganbench report`; every table compares one protocol only.", ""]
+    for table in tables:
+        lines += [f"## {table.rule} checkpoint, protocol `{table.protocol_id}`", ""]
+        lines += [f"- {line}" for line in table_header(table)] + [""]
+        head, body = _display_rows(table, configs)
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "|".join("---" for _ in head) + "|")
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in body]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plain_text(tables: list[Table], configs: dict[str, str]) -> str:
+    blocks = []
+    for table in tables:
+        head, body = _display_rows(table, configs)
+        widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
+        lines = [*table_header(table), "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+# -- curves, sample grids, html -----------------------------------------------------------------------------------
+
+
+def slug(group: str) -> str:
+    import hashlib
+
+    tail = "-".join(p for p in Path(group).parts[-2:] if p not in ("/", ""))
+    clean = "".join(c if c.isalnum() or c in "-_." else "-" for c in tail).strip("-") or "source"
+    return f"{clean}-{hashlib.sha256(group.encode()).hexdigest()[:6]}"
+
+
+def plot_curves(frame: pd.DataFrame, table: Table, best: Table | None, path: Path, group: str) -> bool:
+    """Metric versus epoch for one group under one protocol: mean over seeds, min-max band, best checkpoints marked."""
+    part = frame[(frame["group"] == group) & (frame["protocol_id"] == table.protocol_id) & (frame["status"] == "ok")
+                 & frame["run_epoch"].notna()]
+    metrics = [m for m in table.metrics if m in set(part["metric"])]
+    if part.empty or part["run_epoch"].nunique() < 2 or not metrics:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    best_row = next((r for r in (best.rows if best else []) if r.group == group), None)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        m = part[part["metric"] == metric]
+        by_epoch = m.groupby("run_epoch")["value"].agg(["mean", "min", "max", "count"]).sort_index()
+        x = by_epoch.index.astype(float)
+        ax.plot(x, by_epoch["mean"], marker="o", ms=3, lw=1.5, label=f"mean over {int(by_epoch['count'].max())} seed(s)")
+        ax.fill_between(x, by_epoch["min"].astype(float), by_epoch["max"].astype(float), alpha=0.25, label="min-max")
+        if best_row is not None:
+            for seed, epoch in best_row.epochs.items():
+                hit = m[(m["run_epoch"] == epoch) & ((m["run_seed"] == seed) if seed is not None else m["run_seed"].isna())]
+                if not hit.empty:
+                    ax.plot([epoch], [float(hit["value"].iloc[0])], marker="*", ms=12, color="crimson", ls="none")
+            ax.plot([], [], marker="*", ms=10, color="crimson", ls="none", label="selected (best) per seed")
+        arrow = "lower" if METRICS.get(metric) and METRICS[metric].direction == "lower" else "higher"
+        ax.set_title(f"{metric} ({arrow} is better)", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{Path(group).name or group} vs {table.protocol['reference_name']} "
+                 f"({table.protocol['extractor']}, protocol {table.protocol_id})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def latest_grids(frame: pd.DataFrame, group: str, limit: int = 3) -> list[tuple[str, Path]]:
+    """(label, PNG) of the sample grid beside each seed's latest checkpoint, when it is still on disk."""
+    part = frame[(frame["group"] == group) & frame["run_epoch"].notna()]
+    grids = []
+    for seed, seed_part in part.groupby(part["run_seed"].astype("object").where(part["run_seed"].notna(), -1), sort=True):
+        last = seed_part.sort_values("run_epoch").iloc[-1]
+        png = Path(str(last["source_path"])).with_suffix(".png")
+        if png.is_file():
+            grids.append((f"seed {seed}, epoch {int(last['run_epoch'])}", png))
+    return grids[:limit]
+
+
+def run_configs(frame: pd.DataFrame) -> dict[str, str]:
+    """group -> a short description of its training config, from `config.json` beside the checkpoints when present."""
+    configs = {}
+    for group, part in frame.groupby("group"):
+        path = Path(str(part["source_path"].iloc[0])).parent / "config.json"
+        try:
+            cfg = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        keys = ("epochs", "batch_size", "lr", "betas", "max_train_images")
+        configs[str(group)] = ", ".join(f"{k} {_short(cfg[k])}" for k in keys if cfg.get(k) is not None)
+    return configs
+
+
+def _short(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def index_html(tables: list[Table], configs: dict[str, str], curves: dict[tuple[str, str], str],
+               grids: dict[str, list[tuple[str, str]]]) -> str:
+    esc = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>ganbench report</title><style>",
+             "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left}th{background:#eee}"
+             ".hdr{color:#444;font-size:13px;margin:0}.note{color:#a40}img{max-width:100%;border:1px solid #ddd}"
+             "figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-size:12px;color:#555}",
+             "</style></head><body><h1>ganbench report</h1>",
+             "<p>Leaderboards from the results store; each table compares numbers of one protocol only. "
+             "Files: <a href='leaderboard.md'>leaderboard.md</a>, <a href='leaderboard.csv'>leaderboard.csv</a>, "
+             "<a href='results.csv'>results.csv</a>.</p>"]
+    for table in tables:
+        parts.append(f"<h2>{esc(table.rule)} checkpoint &mdash; protocol <code>{esc(table.protocol_id)}</code></h2>")
+        parts += [f"<p class='hdr'>{esc(line)}</p>" for line in table_header(table)]
+        head, body = _display_rows(table, configs)
+        parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
+        for cells in body:
+            parts.append("<tr>" + "".join(f"<td{' class=note' if 'optimistic' in c else ''}>{esc(c)}</td>"
+                                          for c in cells) + "</tr>")
+        parts.append("</table>")
+    groups = sorted({row.group for t in tables for row in t.rows})
+    for group in groups:
+        images = [(label, src) for (g, label), src in curves.items() if g == group] + grids.get(group, [])
+        if not images:
+            continue
+        parts.append(f"<h2>{esc(group)}</h2>")
+        for label, src in images:
+            parts.append(f"<figure><img src='{esc(src)}' alt='{esc(label)}'><figcaption>{esc(label)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# -- the whole report ---------------------------------------------------------------------------------------------
+
+
+def write_report(cfg: ReportConfig) -> tuple[Path, list[Table], dict[str, str]]:
+    """Build every file in a temporary folder beside `cfg.out`, then move it into place."""
+    frame = filter_results(load_results(cfg.results), cfg)
+    tables = make_tables(frame, cfg)
+    configs = run_configs(frame)
+    out = Path(cfg.out)
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror}); choose another --out") from None
+    try:
+        _write_files(tmp, frame, tables, configs, cfg)
+        _replace_dir(tmp, out.resolve())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, tables, configs
+
+
+def _write_files(tmp: Path, frame: pd.DataFrame, tables: list[Table], configs: dict[str, str], cfg: ReportConfig) -> None:
+    long = frame if not cfg.metrics else frame[frame["metric"].isin(cfg.metrics)]
+    long[[*COLUMNS, *[c for c in frame.columns if c not in COLUMNS]]].to_csv(tmp / "results.csv", index=False)
+    leaderboard_frame(tables, configs).to_csv(tmp / "leaderboard.csv", index=False)
+    (tmp / "leaderboard.md").write_text(markdown(tables, configs) + "\n")
+    curves: dict[tuple[str, str], str] = {}
+    grids: dict[str, list[tuple[str, str]]] = {}
+    if cfg.plots:
+        best_by_protocol = {t.protocol_id: t for t in tables if t.rule == "best"}
+        for table in (t for t in tables if t.rule == "final"):
+            for row in table.rows:
+                folder = tmp / slug(row.group)
+                folder.mkdir(exist_ok=True)
+                name = f"curves_{table.protocol_id}.png"
+                if plot_curves(frame, table, best_by_protocol.get(table.protocol_id), folder / name, row.group):
+                    label = f"{table.protocol['extractor']} vs {table.protocol['reference_name']} ({table.protocol_id})"
+                    curves[(row.group, label)] = f"{folder.name}/{name}"
+                if row.group not in grids:
+                    grids[row.group] = []
+                    for label, png in latest_grids(frame, row.group):
+                        target = folder / f"samples_{label.replace(', ', '_').replace(' ', '')}.png"
+                        shutil.copyfile(png, target)
+                        grids[row.group].append((f"samples, {label}", f"{folder.name}/{target.name}"))
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+    (tmp / "index.html").write_text(index_html(tables, configs, curves, grids))
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Put `new` at `out`: the old folder is moved aside first and removed only after the new one is in place."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder; choose another --out")
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+    os.replace(new, out)
+    os.chmod(out, 0o755 & ~_umask())
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def report_files(out: Path) -> Iterable[Path]:
+    return sorted(p for p in out.rglob("*") if p.is_file())

@@ -1,0 +1,251 @@
+"""`ganbench report` on synthetic results stores: aggregation against hand-computed values, ranking directions and
+ties, honest best-checkpoint selection, the fixed long-CSV schema, CSV / Markdown / HTML contents, protocols kept
+apart, and every bad input pinned with its message (exit code 2, nothing half-written in --out)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ganbench.cli import main
+from ganbench.results import COLUMNS, Protocol, ResultRow, ResultsStore, RunInfo
+from ganbench.results.leaderboard import DERIVED_COLUMNS, aggregate, build_tables, interval_ranks, tidy
+from ganbench.results.report import REPORT_FILES
+
+T_975_DF2 = 4.302652729749464  # Student t 97.5% quantile with 2 degrees of freedom (statistical tables)
+TEST, SELECT = "fashion-mnist:test", "fashion-mnist:train:10000"
+
+
+def row(root: Path, metric: str, value: float, *, seed: int = 0, epoch: int = 10, reference: str = TEST,
+        extractor: str = "lenet-fashion-mnist", n_generated: int = 100, kind: str = "baseline",
+        ci: tuple[float, float] | None = None) -> ResultRow:
+    path = root / "baseline" / "fashion-mnist" / f"seed{seed}" / f"epoch_{epoch:04d}.pt"
+    protocol = Protocol(extractor=extractor, weights_sha256="ab" * 32, preprocessing="lenet-28-gray-unit",
+                        n_generated=n_generated, n_reference=100, reference_name=reference,
+                        reference_split=reference.split(":")[1], seed=0, metric_protocol_version=1)
+    return ResultRow(metric=metric, protocol=protocol, source_path=str(path),
+                     source_sha256=hashlib.sha256(str(path).encode()).hexdigest(), value=value,
+                     ci_low=None if ci is None else ci[0], ci_high=None if ci is None else ci[1],
+                     run=RunInfo(kind=kind, dataset="fashion-mnist", seed=seed, epoch=epoch, step=epoch * 10))
+
+
+def write(store_path: Path, rows: list[ResultRow]) -> Path:
+    with ResultsStore(store_path) as store:
+        store.write_results(rows)
+    return store_path
+
+
+def frame(store_path: Path) -> pd.DataFrame:
+    with ResultsStore(store_path, create=False) as store:
+        return tidy(store.to_dataframe())
+
+
+def table(tables, rule: str, extractor: str = "lenet-fashion-mnist"):
+    (found,) = [t for t in tables if t.rule == rule and t.protocol["extractor"] == extractor]
+    return found
+
+
+# -- aggregation and ranking -----------------------------------------------------------------------------------------
+
+
+def test_aggregate_matches_hand_computed_mean_std_and_t_interval():
+    a = aggregate([1.0, 2.0, 3.0])
+    half = T_975_DF2 * 1.0 / math.sqrt(3)  # sample std of 1, 2, 3 is exactly 1
+    assert (a.mean, a.std) == (2.0, 1.0)
+    assert a.ci_low == pytest.approx(2.0 - half, rel=1e-12) and a.ci_high == pytest.approx(2.0 + half, rel=1e-12)
+    one = aggregate([5.0])
+    assert one.mean == 5.0 and math.isnan(one.std) and math.isnan(one.ci_low)
+    assert (aggregate([5.0], (4.0, 6.5)).ci_low, aggregate([5.0], (4.0, 6.5)).ci_high) == (4.0, 6.5)
+
+
+def test_ranks_follow_the_metric_direction_and_tie_when_intervals_overlap():
+    a, b, c = aggregate([1.0, 1.1, 0.9]), aggregate([5.0, 5.1, 4.9]), aggregate([5.05, 5.2, 4.95])
+    assert interval_ranks([a, b, c], "lower") == [(1, False), (2, True), (2, True)]
+    assert interval_ranks([a, b, c], "higher") == [(3, False), (1, True), (1, True)]
+    with pytest.raises(ValueError, match="direction must be"):
+        interval_ranks([a], "sideways")
+
+
+def test_leaderboard_aggregates_final_checkpoints_over_seeds_and_ranks_by_direction(tmp_path):
+    rows = []
+    for seed, (fid, is_) in enumerate([(10.0, 3.0), (12.0, 3.2), (14.0, 3.4)]):
+        rows += [row(tmp_path / "good", "fid", fid, seed=seed, epoch=20), row(tmp_path / "good", "is", is_, seed=seed, epoch=20),
+                 row(tmp_path / "good", "fid", 99.0, seed=seed, epoch=10), row(tmp_path / "good", "is", 1.0, seed=seed, epoch=10)]
+        rows += [row(tmp_path / "bad", "fid", 50.0 + seed, seed=seed, epoch=20), row(tmp_path / "bad", "is", 1.5 + seed / 100,
+                                                                                        seed=seed, epoch=20)]
+    tables = build_tables(frame(write(tmp_path / "r.sqlite", rows)))
+    final = table(tables, "final")
+    by_group = {Path(r.group).parents[1].name: r for r in final.rows}
+    good, bad = by_group["good"], by_group["bad"]
+    assert good.epochs == {0: 20, 1: 20, 2: 20} and good.n_seeds == 3
+    assert good.metrics["fid"].mean == 12.0 and good.metrics["fid"].std == 2.0
+    assert good.metrics["fid"].ci_high == pytest.approx(12.0 + T_975_DF2 * 2.0 / math.sqrt(3))
+    assert (good.metrics["fid"].rank, bad.metrics["fid"].rank) == (1, 2)  # lower FID is better
+    assert (good.metrics["is"].rank, bad.metrics["is"].rank) == (1, 2)  # higher IS is better
+    assert not good.metrics["fid"].tied
+
+
+# -- honest selection ------------------------------------------------------------------------------------------------
+
+
+def test_best_checkpoint_is_chosen_on_the_selection_reference_and_reported_on_the_test_split(tmp_path):
+    root = tmp_path / "run"
+    rows = []
+    for seed in (0, 1):
+        # On the selection reference epoch 20 is best; on the test split epoch 30 would look best.
+        rows += [row(root, "fid", v, seed=seed, epoch=e, reference=SELECT) for e, v in ((10, 30.0), (20, 5.0), (30, 9.0))]
+        rows += [row(root, "fid", v + seed, seed=seed, epoch=e) for e, v in ((10, 31.0), (20, 8.0), (30, 2.0))]
+    tables = build_tables(frame(write(tmp_path / "r.sqlite", rows)))
+    assert {t.protocol["reference_name"] for t in tables} == {TEST}  # the selection reference gets no leaderboard
+    best = table(tables, "best").rows[0]
+    assert best.epochs == {0: 20, 1: 20} and best.selected_on == SELECT and best.selection_note == ""
+    assert best.metrics["fid"].values == (8.0, 9.0)  # the test-split numbers of the selected checkpoints
+    assert table(tables, "final").rows[0].metrics["fid"].values == (2.0, 3.0)
+
+
+def test_without_a_selection_reference_the_table_says_the_choice_used_the_reported_data(tmp_path):
+    root = tmp_path / "run"
+    rows = [row(root, "fid", v, epoch=e) for e, v in ((10, 7.0), (20, 3.0), (30, 4.0))]
+    store = write(tmp_path / "r.sqlite", rows)
+    best = table(build_tables(frame(store)), "best").rows[0]
+    assert best.epochs == {0: 20} and best.selected_on == TEST
+    assert best.selection_note == "selected on the reported data (optimistic)"
+    out = tmp_path / "reports"
+    assert main(["report", "--results", str(store), "--out", str(out), "--no-plots"]) == 0
+    md = (out / "leaderboard.md").read_text()
+    assert "fashion-mnist:test - selected on the reported data (optimistic)" in md
+
+
+# -- files ------------------------------------------------------------------------------------------------------------
+
+
+def test_long_csv_columns_do_not_change_when_a_metric_is_added(tmp_path):
+    store = write(tmp_path / "r.sqlite", [row(tmp_path, "fid", 4.0)])
+    assert main(["report", "--results", str(store), "--out", str(tmp_path / "a"), "--no-plots"]) == 0
+    write(store, [row(tmp_path, "kid", 0.01), row(tmp_path, "coverage", 0.5)])
+    assert main(["report", "--results", str(store), "--out", str(tmp_path / "b"), "--no-plots"]) == 0
+    a, b = pd.read_csv(tmp_path / "a" / "results.csv"), pd.read_csv(tmp_path / "b" / "results.csv")
+    assert list(a.columns) == list(b.columns) == [*COLUMNS, *DERIVED_COLUMNS]
+    assert len(a) == 1 and sorted(b["metric"]) == ["coverage", "fid", "kid"]
+    la, lb = pd.read_csv(tmp_path / "a" / "leaderboard.csv"), pd.read_csv(tmp_path / "b" / "leaderboard.csv")
+    assert list(la.columns) == list(lb.columns)
+    assert math.isnan(la["kid_mean"].iloc[0]) and lb.loc[lb["rule"] == "final", "kid_mean"].iloc[0] == 0.01
+
+
+def test_csv_markdown_and_html_contents(tmp_path, capsys):
+    rows = [row(tmp_path / "m", "fid", v, seed=s, epoch=e) for s, vs in enumerate([(9.0, 6.0), (8.0, 4.0)])
+            for e, v in zip((10, 20), vs, strict=True)]
+    store = write(tmp_path / "r.sqlite", rows)
+    out = tmp_path / "reports"
+    assert main(["report", "--results", str(store), "--out", str(out), "--format", "csv", "--no-plots"]) == 0
+    stdout = capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == set(REPORT_FILES)
+    board = pd.read_csv(out / "leaderboard.csv")
+    final = board[board["rule"] == "final"].iloc[0]
+    assert (final["fid_mean"], final["n_seeds"], final["epochs"], final["fid_rank"]) == (5.0, 2, "20,20", 1)
+    assert final["fid_std"] == pytest.approx(math.sqrt(2.0))
+    assert (final["extractor"], final["reference_name"], final["n_generated"]) == ("lenet-fashion-mnist", TEST, 100)
+    assert stdout.splitlines()[0].startswith("protocol_id,rule,group")
+    md = (out / "leaderboard.md").read_text()
+    assert "extractor lenet-fashion-mnist" in md and "N generated 100" in md and "reference fashion-mnist:test" in md
+    assert "5 ± 1.414 [" in md and "#1" in md
+    assert "checkpoint rule: final: each seed's last evaluated checkpoint" in md
+    page = (out / "index.html").read_text()
+    assert "<table>" in page and "5 ± 1.414" in page and "protocol" in page
+
+
+def test_curves_and_sample_grids_are_written_for_checkpoint_runs(tmp_path):
+    root = tmp_path / "run"
+    rows = [row(root, m, v + e, seed=s, epoch=e) for s in (0, 1) for e in (10, 20, 30) for m, v in (("fid", 3.0), ("is", 1.0))]
+    grid = root / "baseline" / "fashion-mnist" / "seed1" / "epoch_0030.png"
+    grid.parent.mkdir(parents=True)
+    grid.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    store = write(tmp_path / "r.sqlite", rows)
+    out = tmp_path / "reports"
+    assert main(["report", "--results", str(store), "--out", str(out), "--format", "markdown"]) == 0
+    (group_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    names = sorted(p.name for p in group_dir.iterdir())
+    assert any(n.startswith("curves_") and n.endswith(".png") for n in names)
+    assert "samples_seed1_epoch30.png" in names
+    assert (group_dir / "samples_seed1_epoch30.png").read_bytes() == grid.read_bytes()
+    assert (group_dir / names[0]).read_bytes()[:4] == b"\x89PNG"
+    page = (out / "index.html").read_text()
+    assert f"{group_dir.name}/samples_seed1_epoch30.png" in page and f"{group_dir.name}/curves_" in page
+
+
+def test_protocols_are_never_ranked_in_one_table(tmp_path):
+    rows = [row(tmp_path / "a", "fid", 1.0), row(tmp_path / "b", "fid", 2.0, n_generated=200),
+            row(tmp_path / "c", "fid", 0.5, extractor="inception")]
+    tables = build_tables(frame(write(tmp_path / "r.sqlite", rows)))
+    finals = [t for t in tables if t.rule == "final"]
+    assert len(finals) == 3 and all(len(t.rows) == 1 and t.rows[0].metrics["fid"].rank == 1 for t in finals)
+    assert len({t.protocol_id for t in finals}) == 3
+
+
+def test_filters_select_datasets_metrics_and_protocols(tmp_path, capsys):
+    rows = [row(tmp_path / "a", "fid", 1.0), row(tmp_path / "a", "kid", 0.1),
+            row(tmp_path / "c", "fid", 0.5, extractor="inception")]
+    store = write(tmp_path / "r.sqlite", rows)
+    out = tmp_path / "reports"
+    assert main(["report", "--results", str(store), "--out", str(out), "--protocol", "inception", "--metric", "fid",
+                 "--dataset", "fashion-mnist", "--no-plots"]) == 0
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert set(board["extractor"]) == {"inception"}
+    assert set(pd.read_csv(out / "results.csv")["metric"]) == {"fid"}
+    pid = board["protocol_id"].iloc[0]
+    capsys.readouterr()
+    assert main(["report", "--results", str(store), "--out", str(out), "--protocol", pid[:6], "--no-plots"]) == 0
+    assert f"protocol {pid}" in capsys.readouterr().out
+
+
+# -- bad input ------------------------------------------------------------------------------------------------------
+
+
+def _old_report(out: Path) -> None:
+    out.mkdir()
+    (out / "leaderboard.md").write_text("previous report\n")
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", r"no results store here; run `ganbench eval --results"),
+        ("empty", r"holds no results yet; run `ganbench eval CHECKPOINTS --results"),
+        ("newer-schema", r"has results schema version 99, written by a newer ganbench.*upgrade ganbench"),
+        ("not-a-store", r"is a SQLite database but not a ganbench results store"),
+        ("no-dataset", r"--dataset mnist matches no results; datasets in the store: fashion-mnist"),
+        ("no-protocol", r"--protocol nothing matches no results; protocols: [0-9a-f]{10} \(lenet-fashion-mnist\)"),
+        ("no-metric", r"--metric kid matches no results; metrics in the store: fid"),
+        ("unknown-metric", r"unknown metric fidd; expected one of fid, is"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_leaves_out_untouched(tmp_path, capsys, case, message):
+    store = tmp_path / "r.sqlite"
+    extra: list[str] = []
+    if case != "missing":
+        write(store, [] if case == "empty" else [row(tmp_path, "fid", 1.0)])
+    if case == "newer-schema":
+        with sqlite3.connect(store) as conn:
+            conn.execute("PRAGMA user_version = 99")
+    if case == "not-a-store":
+        store.unlink()
+        with sqlite3.connect(store) as conn:
+            conn.execute("CREATE TABLE t (x)")
+    extra = {"no-dataset": ["--dataset", "mnist"], "no-protocol": ["--protocol", "nothing"],
+             "no-metric": ["--metric", "kid"], "unknown-metric": ["--metric", "fidd"]}.get(case, [])
+    out = tmp_path / "reports"
+    _old_report(out)
+    capsys.readouterr()
+    assert main(["report", "--results", str(store), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ganbench: error: ") and "Traceback" not in err
+    import re
+
+    assert re.search(message, err), err
+    assert [p.name for p in out.iterdir()] == ["leaderboard.md"] and (out / "leaderboard.md").read_text() == "previous report\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".reports.")]  # no temporary folder left behind
