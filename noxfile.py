@@ -29,9 +29,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
-    """The main job, short: 5 baseline epochs on Fashion-MNIST, then eval of every checkpoint (about 3 minutes)."""
+    """The main job, short: 5 baseline epochs on Fashion-MNIST, eval of every checkpoint, the report (about 4 minutes)."""
     session.install("-e", ".")
     out = session.posargs[0] if session.posargs else "checkpoints"
     session.run("ganbench", "train", "baseline", "--dataset", "fashion-mnist", "--epochs", "5",
                 "--checkpoint-every", "1", "--out", out)
     session.run("ganbench", "eval", out, "--extractor", "lenet-fashion-mnist", "--num-samples", "2000")
+    session.run("ganbench", "report", "--out", "reports/quickstart")
