@@ -103,6 +103,7 @@ def test_best_checkpoint_is_chosen_on_the_selection_reference_and_reported_on_th
     tables = build_tables(frame(write(tmp_path / "r.sqlite", rows)))
     assert {t.protocol["reference_name"] for t in tables} == {TEST}  # the selection reference gets no leaderboard
     best = table(tables, "best").rows[0]
+    assert table(tables, "best").rule_text.startswith("best: each seed's checkpoint with the lowest fid on DATASET:train:10000")
     assert best.epochs == {0: 20, 1: 20} and best.selected_on == SELECT and best.selection_note == ""
     assert best.metrics["fid"].values == (8.0, 9.0)  # the test-split numbers of the selected checkpoints
     assert table(tables, "final").rows[0].metrics["fid"].values == (2.0, 3.0)
@@ -249,3 +250,19 @@ def test_bad_input_is_one_line_exit_2_and_leaves_out_untouched(tmp_path, capsys,
     assert re.search(message, err), err
     assert [p.name for p in out.iterdir()] == ["leaderboard.md"] and (out / "leaderboard.md").read_text() == "previous report\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".reports.")]  # no temporary folder left behind
+
+
+def test_sources_without_seed_or_epoch_are_one_row_each(tmp_path):
+    def npz_row(name: str, value: float) -> ResultRow:
+        protocol = row(tmp_path, "fid", 0.0).protocol
+        path = tmp_path / f"{name}.npz"
+        return ResultRow(metric="fid", protocol=protocol, source_path=str(path), value=value,
+                         source_sha256=hashlib.sha256(name.encode()).hexdigest(), run=RunInfo(kind="npz"))
+
+    store = write(tmp_path / "r.sqlite", [npz_row("a", 3.0), npz_row("b", 1.0)])
+    final = table(build_tables(frame(store)), "final")
+    assert sorted((Path(r.group).name, r.n_seeds, r.epochs[None], r.metrics["fid"].mean, r.metrics["fid"].rank)
+                  for r in final.rows) == [("a.npz", 1, None, 3.0, 2), ("b.npz", 1, None, 1.0, 1)]
+    out = tmp_path / "reports"
+    assert main(["report", "--results", str(store), "--out", str(out)]) == 0  # no curves for sources without epochs
+    assert not [p for p in out.iterdir() if p.is_dir()]

@@ -212,9 +212,9 @@ def build_tables(frame: pd.DataFrame, *, select_metric: str = "fid", select_on: 
 def _rule_text(rule: str, select_metric: str, select_on: str | None, protocol: dict) -> str:
     if rule == "final":
         return "final: each seed's last evaluated checkpoint"
-    direction = METRICS[select_metric].direction if select_metric in METRICS else "lower"
+    extreme = "lowest" if METRICS[select_metric].direction == "lower" else "highest"
     where = select_on or "DATASET:train:10000 (a fixed 10,000-image training subset, seed 0)"
-    return (f"best: each seed's checkpoint with the {direction}est {select_metric} on {where}, "
+    return (f"best: each seed's checkpoint with the {extreme} {select_metric} on {where}, "
             f"reported on {protocol['reference_name']}")
 
 

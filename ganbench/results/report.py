@@ -228,12 +228,20 @@ def plot_curves(frame: pd.DataFrame, table: Table, best: Table | None, path: Pat
     rows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     best_row = next((r for r in (best.rows if best else []) if r.group == group), None)
+    p = table.protocol
+    selection = frame[(frame["group"] == group) & (frame["reference_role"] == "selection") & (frame["status"] == "ok")
+                      & (frame["extractor"] == p["extractor"]) & (frame["weights_sha256"] == p["weights_sha256"])
+                      & (frame["n_generated"] == p["n_generated"]) & (frame["seed"] == p["seed"]) & frame["run_epoch"].notna()]
     for ax, metric in zip(axes.flat, metrics, strict=False):
         m = part[part["metric"] == metric]
         by_epoch = m.groupby("run_epoch")["value"].agg(["mean", "min", "max", "count"]).sort_index()
         x = by_epoch.index.astype(float)
         ax.plot(x, by_epoch["mean"], marker="o", ms=3, lw=1.5, label=f"mean over {int(by_epoch['count'].max())} seed(s)")
         ax.fill_between(x, by_epoch["min"].astype(float), by_epoch["max"].astype(float), alpha=0.25, label="min-max")
+        chosen_on = selection[selection["metric"] == metric].groupby("run_epoch")["value"].mean().sort_index()
+        if len(chosen_on) > 1:  # the same checkpoints on the selection reference: what "best" was chosen on
+            ax.plot(chosen_on.index.astype(float), chosen_on.to_numpy(), ls="--", lw=1, color="grey",
+                    label=f"mean on {selection['reference_name'].iloc[0]} (selection)")
         if best_row is not None:
             for seed, epoch in best_row.epochs.items():
                 hit = m[(m["run_epoch"] == epoch) & ((m["run_seed"] == seed) if seed is not None else m["run_seed"].isna())]
