@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ganbench.data import DATASETS
 from ganbench.errors import ConfigError
+from ganbench.protocol import PRECISIONS
 
 DEVICES = ("auto", "cpu", "cuda")
 SPEC_BETAS = (0.9, 0.999)  # PyTorch's Adam default, as the specification has it
@@ -35,9 +36,10 @@ class BaselineConfig:
     device: str = "auto"
     out: str = "checkpoints"
     data_root: str | None = None
+    compile: bool = False  # torch.compile G and D: the same maths in fewer kernel launches
 
     # Fields that may change between an interrupted run and its --resume without changing the maths.
-    RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device", "out", "data_root")
+    RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device", "out", "data_root", "compile")
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -107,6 +109,8 @@ def check_writable_dir(path: str | Path, flag: str) -> None:
 
 
 FORMATS = ("table", "json", "csv")
+# Under torchrun: split each source's samples across the ranks, or deal whole sources to them.
+DISTRIBUTE = ("samples", "sources")
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ class EvalConfig:
     quiet: bool = False
     cache_dir: str | None = None
     data_root: str | None = None
+    precision: str = "fp32"
+    distribute: str = "samples"
 
     def __post_init__(self) -> None:
         from ganbench.features.registry import extractor_names
@@ -150,6 +156,10 @@ class EvalConfig:
             raise ConfigError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)} (--device)")
         if self.format not in FORMATS:
             raise ConfigError(f"unknown format {self.format!r}; expected one of {', '.join(FORMATS)} (--format)")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)} (--precision)")
+        if self.distribute not in DISTRIBUTE:
+            raise ConfigError(f"unknown --distribute {self.distribute!r}; expected one of {', '.join(DISTRIBUTE)}")
         unknown = [name for name in self.extractors if name not in extractor_names()]
         if unknown or not self.extractors:
             raise ConfigError(

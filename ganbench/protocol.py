@@ -4,6 +4,10 @@
 # feature-cache entries and stored results are never mixed with new ones.
 METRIC_PROTOCOL_VERSION = 1
 
+# Feature-extraction precisions. "fp32" is the protocol of every reference implementation; "bf16" (autocast) is
+# faster on GPUs and named in the stored preprocessing ("tf1+bf16"), so its numbers never mix with fp32 ones.
+PRECISIONS = ("fp32", "bf16")
+
 # The two references every checkpoint is scored against by default (see `default_references`):
 # the best checkpoint is *selected* on a fixed, seeded subset of the training split and *reported*
 # on the held-out test split, so the published number is never the one the choice was made on.

@@ -117,13 +117,23 @@ def generate(
     batch_size: int = 500,
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """uint8 (N, C, H, W) samples from z ~ N(0, I) drawn from a generator seeded with `seed`."""
+    """uint8 (N, C, H, W) samples from z ~ N(0, I) drawn from a generator seeded with `seed`.
+
+    rows: only samples [start, stop) of the N, with start and stop on `batch_size` boundaries (or stop = N):
+    one rank's share under torchrun. They equal the same rows of the full run bit for bit, because the noise
+    of every earlier batch is still drawn and the module sees exactly the batches it would see in one process.
+    """
+    start, stop = (0, num_samples) if rows is None else rows
+    assert start % batch_size == 0 and (stop % batch_size == 0 or stop == num_samples), (rows, batch_size)
     noise_rng = torch.Generator().manual_seed(seed)  # CPU noise: the same samples on every device
     module = module.to(device).eval()
     out = []
-    for start in range(0, num_samples, batch_size):
-        z = torch.randn(min(batch_size, num_samples - start), latent_dim, generator=noise_rng)
+    for first in range(0, stop, batch_size):
+        z = torch.randn(min(batch_size, num_samples - first), latent_dim, generator=noise_rng)
+        if first < start:  # another rank's batch: draw its noise to keep the stream aligned, skip the module
+            continue
         images = module(z.to(device)).float()
         check_generator_output(images)
         if images.ndim == 2:  # flattened 28x28 (the baseline's output)

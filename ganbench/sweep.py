@@ -6,10 +6,20 @@ references) are written in one transaction, so a killed sweep leaves only comple
 next run does the rest. Sources whose results are already stored are skipped and said to be skipped.
 A source that fails (corrupt checkpoint, NaN output) is reported in one line and recorded as failed;
 the sweep goes on.
+
+Under torchrun (see `ganbench.distributed`) the sweep runs on every rank in one of two ways:
+- `--distribute samples` (default): every source is split. Each rank generates and extracts its own whole
+  batches of the N samples, the features are gathered in sample order, and the main rank alone reads the
+  reference features, computes the metrics, writes the store and prints; the numbers are those of one process.
+- `--distribute sources`: sources are dealt round-robin; each rank evaluates its own sources whole and writes
+  them to the store itself (SQLite, concurrent writers). The main rank fills the reference cache first, so
+  no entry is computed twice, and prints every rank's results at the end.
+Either way the ranks agree on every failure, and each rank's exit code counts the failures of all ranks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +32,7 @@ import torch
 from ganbench import __version__
 from ganbench.config import EvalConfig
 from ganbench.data import DATASETS, SPLITS
+from ganbench.distributed import SOLO, Group
 from ganbench.errors import ConfigError, GanbenchError
 from ganbench.evaluate import applicable_metrics, check_metrics, metric_options, metrics_from_features
 from ganbench.features.cache import cached_features
@@ -73,12 +84,20 @@ def parse_reference(text: str) -> Reference:
 
 
 class Sweep:
-    """Runs one EvalConfig; `emit` receives each written result as a dict (for table/json/csv output)."""
+    """Runs one EvalConfig; `emit` receives each written result as a dict (for table/json/csv output).
 
-    def __init__(self, cfg: EvalConfig, emit: Callable[[dict], None], log=None):
+    `group` is the torchrun process group (`SOLO` in a single process); only its main rank emits.
+    """
+
+    def __init__(self, cfg: EvalConfig, emit: Callable[[dict], None], log=None, group: Group = SOLO):
         self.cfg = cfg
+        self.world = group
+        # The ranks that share one source's samples: all of them, or each rank alone when whole sources are dealt.
+        self.split = group if cfg.distribute == "samples" else SOLO
+        self.progress = not cfg.quiet and group.is_main
         self.emit = emit
-        self.log = log or (lambda message: print(f"ganbench: {message}", file=sys.stderr))
+        prefix = f"ganbench: [rank {group.rank}/{group.world_size}]" if group.world_size > 1 else "ganbench:"
+        self.log = log or (lambda message: print(f"{prefix} {message}", file=sys.stderr))
         # Each reference once, in the order given (a repeated --reference would score everything twice).
         self.references = list({r.name: r for r in map(parse_reference, cfg.references)}.values())
         self._reference_features: dict[tuple, FeatureSet] = {}
@@ -88,54 +107,122 @@ class Sweep:
         from ganbench.features.registry import build_extractor
         from ganbench.train.loop import resolve_device
 
-        cfg = self.cfg
+        cfg, world = self.cfg, self.world
         sources = discover_sources(list(cfg.paths), cfg.generator)
         if not self.references and any(s.kind != "checkpoint" for s in sources):
             raise ConfigError("folders, .npz files and --generator sources need --reference DATASET:SPLIT, FOLDER or NPZ")
-        self.device = str(resolve_device(cfg.device))
+        device = resolve_device(cfg.device)
+        self.device = str(torch.device("cuda", world.local_rank) if device.type == "cuda" and world.world_size > 1 else device)
+        mine = sources if self.split is world else sources[world.rank :: world.world_size]
+        emit, held = self.emit, []
+        if not world.is_main:
+            self.emit = held.append  # other ranks' results are printed by the main rank at the end
         failed = 0
-        with ResultsStore(cfg.results) as store:
+        with self._open_store() as store:
             for extractor_name in cfg.extractors:
-                options = {"device": self.device}
+                options = {"device": self.device, "precision": cfg.precision}
                 if extractor_name == "inception":
                     options.update(weights=cfg.inception_weights, preprocessing=cfg.preprocessing)
                 elif extractor_name == "lenet-mnist":
-                    options.update(data_root=cfg.data_root, progress=not cfg.quiet)
-                extractor = build_extractor(extractor_name, **options)
-                for source in self._progress(sources, f"eval {extractor_name}"):
+                    options.update(data_root=cfg.data_root, progress=self.progress)
+                # Main rank first: lenet-mnist trains and caches its weights on first use, Inception may download them.
+                extractor = world.main_first(lambda options=options, name=extractor_name: build_extractor(name, **options))
+                if self.split is not world:
+                    self._warm_reference_cache(extractor, sources)
+                for source in self._progress(mine, f"eval {extractor_name}"):
                     failed += not self._evaluate_source(store, extractor, source)
-        return failed
+        if world.world_size > 1:
+            gathered = world.all_gather_object(held)
+            for row in (row for rows in gathered[1:] for row in rows) if world.is_main else ():
+                emit(row)
+        return world.sum(failed)
+
+    def _open_store(self):
+        """The store on every rank that writes (the main rank first, so a new file's schema is created once)."""
+        if self.split is not self.world:  # --distribute sources: every rank writes its own sources
+            return self.world.main_first(lambda: ResultsStore(self.cfg.results))
+        return ResultsStore(self.cfg.results) if self.world.is_main else contextlib.nullcontext()
+
+    def _warm_reference_cache(self, extractor, sources: list[Source]) -> None:
+        """--distribute sources: the main rank computes every reference the sources will need, then the others read them."""
+        if self.world.is_main:
+            datasets = {s.run.get("dataset") for s in sources} & set(DATASETS)
+            references = self.references or [parse_reference(t) for d in sorted(datasets) for t in default_references(d)]
+            for reference in references:
+                try:
+                    self._reference(extractor, reference)
+                except GanbenchError:
+                    pass  # the source that needs it reports the error
+        self.world.barrier()
 
     # -- one source ------------------------------------------------------------------------------
 
-    def _evaluate_source(self, store: ResultsStore, extractor, source: Source) -> bool:
-        cfg = self.cfg
+    def _evaluate_source(self, store: ResultsStore | None, extractor, source: Source) -> bool:
+        """False when the source failed; only the split's main rank counts (and records) a failure."""
+        cfg, split = self.cfg, self.split
         started = time.perf_counter()
         sha = source_sha256(source)
         run = dict(source.run)
+        # Cheap first: load the generator or the images, and plan (main rank); generate and extract only if needed.
+        loaded, plan, n_fake, error = None, [], 0, None
         try:
-            # Cheap first: load the generator or the images, and plan; generate and extract only if needed.
             loaded, run, n_fake = self._load(source, run)
-            plan = self._plan(store, extractor, sha, run, n_fake)
-            if not plan:
-                self.log(f"skip {source.label}: its {extractor.name} results are already in {cfg.results} (--force recomputes)")
-                return True
-            images = self._samples(source, loaded)
-            fake = extract_features(extractor, images, cfg.batch_size, self.device, not cfg.quiet, f"features {source.path.name}")
-            rows = []
-            for reference, real, names in plan:
-                values = metrics_from_features(real, fake, names, bootstrap=cfg.bootstrap)
-                for name, value in values.items():
-                    rows.append(self._row(name, value, extractor, reference, real, fake, source, sha, run, started))
-            store.write_results(rows, replace=cfg.force)  # one transaction: all of this source or nothing
+            if split.is_main:
+                plan = self._plan(store, extractor, sha, run, n_fake)
         except GanbenchError as exc:
-            message = str(exc).splitlines()[0]
-            self.log(f"FAILED {source.label}: {message}")
-            self._record_failure(store, extractor, source, sha, run, message, started)
-            return False
-        for row in rows:
-            self.emit(_public(row))
-        return True
+            error = _first_line(exc)
+        error, work = self._agree(error, bool(plan))
+        if error is None and not work:
+            if split.is_main:
+                self.log(f"skip {source.label}: its {extractor.name} results are already in {cfg.results} (--force recomputes)")
+            return True
+        if error is None:
+            try:  # this rank's whole batches of the samples, then their features
+                share = split.rows(n_fake, cfg.batch_size)
+                part = _shape(extractor) if share[0] == share[1] else extract_features(
+                    extractor, self._samples(source, loaded, share), cfg.batch_size, self.device, self.progress,
+                    f"features {source.path.name}")
+            except GanbenchError as exc:
+                error = _first_line(exc)
+            error, _ = self._agree(error)
+        if error is None:
+            fake = self._gather(part)
+            if not split.is_main:
+                return True
+            try:
+                results = []
+                for reference, real, names in plan:
+                    values = metrics_from_features(real, fake, names, bootstrap=cfg.bootstrap)
+                    for name, value in values.items():
+                        results.append(self._row(name, value, extractor, reference, real, fake, source, sha, run, started))
+                store.write_results(results, replace=cfg.force)  # one transaction: all of this source or nothing
+            except GanbenchError as exc:
+                error = _first_line(exc)
+            else:
+                for row in results:
+                    self.emit(_public(row))
+                return True
+        if not split.is_main:
+            return True
+        self.log(f"FAILED {source.label}: {error}")
+        self._record_failure(store, extractor, source, sha, run, error, started)
+        return False
+
+    def _agree(self, error: str | None, work: bool = True) -> tuple[str | None, bool]:
+        """The first error of any rank sharing this source (in rank order), and the main rank's `work`.
+
+        Every rank calls this at the same points, so a failure on one rank stops the source on all of them
+        instead of leaving the others waiting in a collective."""
+        votes = self.split.all_gather_object((error, work))
+        errors = [e for e, _ in votes if e is not None]
+        return (errors[0] if errors else None), votes[0][1]
+
+    def _gather(self, part: FeatureSet) -> FeatureSet:
+        """Every rank's rows of the fake features, in sample order."""
+        if self.split.world_size == 1:
+            return part
+        logits = None if part.logits is None else self.split.all_gather_rows(part.logits)
+        return FeatureSet(self.split.all_gather_rows(part.features), logits, part.protocol, part.source)
 
     def _load(self, source: Source, run: dict):
         """(generator module + latent size, or images), the run fields, and the number of samples it will give."""
@@ -146,19 +233,20 @@ class Sweep:
         if source.kind == "generator":
             return load_user_generator(cfg.generator, source.path), run, cfg.num_samples
         images = load_npz_images(source.path) if source.kind == "npz" else load_folder_images(source.path)
-        if images.shape[0] < cfg.num_samples:
+        if images.shape[0] < cfg.num_samples and self.split.is_main:
             self.log(f"{source.label}: {images.shape[0]} images, fewer than --num-samples {cfg.num_samples}; using all")
         images = images[: cfg.num_samples]
         return images, run, int(images.shape[0])
 
-    def _samples(self, source: Source, loaded) -> torch.Tensor:
+    def _samples(self, source: Source, loaded, rows: tuple[int, int]) -> torch.Tensor:
+        """Samples [start, stop) of the source: all of them in one process, this rank's share under torchrun."""
         if source.kind not in ("checkpoint", "generator"):
-            return loaded
+            return loaded[rows[0] : rows[1]]
         cfg = self.cfg
         module, latent_dim = loaded
-        bar = self._bar(cfg.num_samples, f"samples {source.path.name}")
+        bar = self._bar(rows[1] - rows[0], f"samples {source.path.name}")
         images = generate(module, latent_dim, cfg.num_samples, cfg.seed, cfg.batch_size, self.device,
-                          bar.update if bar is not None else None)
+                          bar.update if bar is not None else None, rows=rows)
         if bar is not None:
             bar.close()
         return images
@@ -203,7 +291,7 @@ class Sweep:
                                               subset_seed=None if reference.count is None else SELECTION_SUBSET_SEED,
                                               data_root=cfg.data_root,
                                               cache_dir=cfg.cache_dir, batch_size=cfg.batch_size, device=self.device,
-                                              progress=not cfg.quiet)
+                                              progress=self.progress)
             else:
                 source = Source("npz" if reference.path.suffix == ".npz" else "folder", reference.path)
                 sha = source_sha256(source)
@@ -211,7 +299,7 @@ class Sweep:
                 fields = {"reference_sha256": sha, "count": int(images.shape[0]), **extractor.protocol}
                 features = cached_features(
                     fields,
-                    lambda: extract_features(extractor, images, cfg.batch_size, self.device, not cfg.quiet,
+                    lambda: extract_features(extractor, images, cfg.batch_size, self.device, self.progress,
                                              f"reference {reference.path.name}", {"path": str(reference.path)}),
                     cfg.cache_dir,
                 )
@@ -223,7 +311,8 @@ class Sweep:
     def _protocol(self, metric: str, extractor, reference: Reference, n_real: int, n_fake: int) -> Protocol:
         cfg = self.cfg
         return Protocol(
-            extractor=extractor.name, weights_sha256=extractor.weights_sha256, preprocessing=extractor.preprocessing,
+            extractor=extractor.name, weights_sha256=extractor.weights_sha256,
+            preprocessing=extractor.protocol["preprocessing"],
             n_generated=n_fake, n_reference=n_real, reference_name=reference.name, reference_split=reference.split,
             seed=cfg.seed, metric_protocol_version=METRIC_PROTOCOL_VERSION,
             options=metric_options(metric, n_real, n_fake, bootstrap=cfg.bootstrap),
@@ -259,14 +348,14 @@ class Sweep:
             self.emit(_public(row))
 
     def _progress(self, items, description):
-        if self.cfg.quiet or len(items) <= 1:
+        if not self.progress or len(items) <= 1:
             return items
         from tqdm import tqdm
 
         return tqdm(items, desc=description, unit="source", file=sys.stderr, dynamic_ncols=True)
 
     def _bar(self, total: int, description: str):
-        if self.cfg.quiet:
+        if not self.progress:
             return None
         from tqdm import tqdm
 
@@ -284,6 +373,10 @@ def _enough(metric: str, n_real: int, n_fake: int) -> bool:
 
     need = 2 if metric == "kid" else METRICS[metric].min_samples
     return min(n_real, n_fake) >= need
+
+
+def _first_line(exc: GanbenchError) -> str:
+    return str(exc).splitlines()[0]
 
 
 def _run_info(run: dict) -> RunInfo:

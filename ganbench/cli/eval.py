@@ -8,7 +8,7 @@ import json
 import sys
 
 from ganbench.cli.options import add_extractor_flags, parse_extractors
-from ganbench.config import FORMATS, EvalConfig
+from ganbench.config import DISTRIBUTE, FORMATS, EvalConfig
 from ganbench.metrics.registry import METRICS
 
 EPILOG = """\
@@ -18,6 +18,8 @@ examples:
   ganbench eval samples/ --reference fashion-mnist:test --extractor lenet-fashion-mnist   # a folder of PNGs
   ganbench eval my_g.pt --generator mypkg.models:make_generator --reference fashion-mnist:test
   ganbench eval checkpoints/ --format json --quiet | jq .
+  torchrun --nproc-per-node 4 -m ganbench eval checkpoints/ --extractor inception   # 4 GPUs share each checkpoint
+  torchrun --nproc-per-node 4 -m ganbench eval checkpoints/ --distribute sources     # 4 ranks share the checkpoints
 
 Results go to a SQLite store (--results), one row per (source, protocol, metric) with the protocol
 (extractor, weights hash, preprocessing, sample counts, reference, seed) beside every number.
@@ -32,6 +34,13 @@ default references: two, from the checkpoint's training dataset.
                         `ganbench report` chooses each run's best checkpoint, so the number it publishes
                         (on the test split) is not the number the choice was made on.
 --reference DATASET:SPLIT:N names such a seeded N-image subset of any split.
+
+distributed (torchrun, one node or several; gloo on CPU, nccl with one GPU per local rank):
+  --distribute samples  each source's samples are split across the ranks in whole batches, the features gathered
+                        in order; one rank computes the metrics, writes the store and prints. The numbers equal
+                        a single-process run's.
+  --distribute sources  whole sources are dealt round-robin; each rank evaluates and stores its own.
+The exit code is 1 on every rank if a source failed on any rank.
 """
 
 
@@ -62,6 +71,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="recompute results that are already stored")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--data-root", metavar="DIR", help="a folder holding the reference dataset's IDX files")
+    p.add_argument("--distribute", choices=DISTRIBUTE, default=defaults.distribute,
+                   help="under torchrun: split every source's samples, or deal whole sources to the ranks "
+                   "(default: %(default)s; ignored in a single process)")
     add_extractor_flags(p, multiple=True)
     p.set_defaults(run=run, batch_size=defaults.batch_size)
 
@@ -74,6 +86,7 @@ def config_from_args(args) -> EvalConfig:
         metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None,
         batch_size=args.batch_size, device=args.device, seed=args.seed, bootstrap=args.bootstrap, results=args.results,
         format=args.format, force=args.force, quiet=args.quiet, cache_dir=args.cache_dir, data_root=args.data_root,
+        precision=args.precision, distribute=args.distribute,
     )
 
 
@@ -82,12 +95,20 @@ COLUMNS = ("source", "metric", "value", "std", "ci_low", "ci_high", "extractor",
 
 
 def run(args) -> int:
-    from ganbench.sweep import Sweep
+    from ganbench.distributed import launch
+    from ganbench.train.loop import resolve_device
 
     cfg = config_from_args(args)
+    with launch(resolve_device(cfg.device)) as group:  # a no-op outside torchrun
+        return _sweep(cfg, group)
+
+
+def _sweep(cfg: EvalConfig, group) -> int:
+    from ganbench.sweep import Sweep
+
     printed: list[dict] = []
     writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, lineterminator="\n") if cfg.format == "csv" else None
-    if writer is not None:
+    if writer is not None and group.is_main:  # only the main rank prints results
         writer.writeheader()
 
     def emit(result: dict) -> None:
@@ -99,7 +120,7 @@ def run(args) -> int:
         else:
             printed.append(result)
 
-    failed = Sweep(cfg, emit).run()
+    failed = Sweep(cfg, emit, group=group).run()
     if cfg.format == "table" and printed:
         print(_table(printed))
     return 1 if failed else 0

@@ -14,6 +14,7 @@ examples:
   ganbench train baseline --dataset fashion-mnist --seeds 0,1,2
   ganbench train baseline --dataset fashion-mnist --epochs 2 --max-train-images 2048   # a quick smoke run
   ganbench train baseline --dataset fashion-mnist --resume # continue an interrupted run exactly
+  ganbench train baseline --dataset fashion-mnist --device cuda --compile   # fused kernels on a GPU
 
 outputs, under OUT/baseline/<dataset>/seed<k>/:
   epoch_XXXX.pt   checkpoints (every --checkpoint-every epochs and at the end; load with weights_only=True)
@@ -75,6 +76,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-train-images", type=int, metavar="N", help="train on the first N images only (smoke tests, demos)")
     p.add_argument("--betas", type=_betas, default=SPEC_BETAS, metavar="B1,B2",
                    help="Adam betas (default: 0.9,0.999, PyTorch's default, as specified; 0.5,0.999 is the common DCGAN variant)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile G and D: fewer, fused kernels, for GPUs where this small GAN is launch-bound "
+                   "(the first steps compile for a while; needs a C++ compiler on CPU, Triton on CUDA; default: off)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_baseline)
 
@@ -91,7 +95,7 @@ def configs_from_args(args) -> list[BaselineConfig]:
         BaselineConfig(
             dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
             betas=args.betas, max_train_images=args.max_train_images, checkpoint_every=args.checkpoint_every,
-            device=args.device, out=args.out, data_root=args.data_root,
+            device=args.device, out=args.out, data_root=args.data_root, compile=args.compile,
         )
         for seed in seeds
     ]

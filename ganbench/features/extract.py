@@ -52,18 +52,20 @@ def extract_features(
         from tqdm import tqdm
 
         bar = tqdm(total=images.shape[0], unit="img", desc=description, file=sys.stderr, dynamic_ncols=True)
-    for start in range(0, images.shape[0], batch_size):
-        out = extractor(images[start : start + batch_size].to(device))
-        features.append(out.features.float().cpu())
-        if out.logits is not None:
-            logits.append(out.logits.float().cpu())
-        if bar is not None:
-            bar.update(min(batch_size, images.shape[0] - start))
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            out = extractor(images[start : start + batch_size].to(device, non_blocking=True))
+            features.append(out.features.float().cpu())
+            if out.logits is not None:
+                logits.append(out.logits.float().cpu())
+            if bar is not None:
+                bar.update(min(batch_size, images.shape[0] - start))
     if bar is not None:
         bar.close()
+    no_logits = None if extractor.num_classes is None else np.zeros((0, extractor.num_classes), np.float32)
     return FeatureSet(
         features=torch.cat(features).numpy() if features else np.zeros((0, extractor.feature_dim), np.float32),
-        logits=torch.cat(logits).numpy() if logits else None,
+        logits=torch.cat(logits).numpy() if logits else no_logits,
         protocol=dict(extractor.protocol),
         source=dict(source or {}),
     )

@@ -31,10 +31,18 @@ def extractor_names() -> tuple[str, ...]:
     return tuple(EXTRACTORS)
 
 
-def build_extractor(name: str, **options):
-    """Build a registered extractor. Options are extractor-specific (weights=, preprocessing=, device=)."""
+def build_extractor(name: str, precision: str = "fp32", **options):
+    """Build a registered extractor computing in `precision` ("fp32" or "bf16"). Options are extractor-specific
+    (weights=, preprocessing=, device=)."""
     if name not in EXTRACTORS:
         raise ConfigError(f"unknown extractor {name!r}; expected one of {', '.join(EXTRACTORS)} (--extractor)")
     module_name, function_name = EXTRACTORS[name][0].split(":")
     builder = getattr(importlib.import_module(module_name), function_name)
-    return builder(**options)
+    extractor = builder(**options).set_precision(precision)
+    if str(options.get("device", "cpu")).startswith("cuda"):
+        import torch
+
+        # NHWC convolutions are cuDNN's fast path (tensor cores); on CPU oneDNN picks its own layout anyway,
+        # so CPU features stay bit-identical to the NCHW ones the tests compare with the reference libraries.
+        extractor.to(memory_format=torch.channels_last)
+    return extractor
