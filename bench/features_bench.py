@@ -27,6 +27,19 @@ from torch import nn
 from ganbench.features.inception import build_inception
 
 
+class TorchFidelityImages(torch.utils.data.Dataset):
+    """uint8 CHW tensors, the input torch-fidelity takes from a Dataset (grayscale repeated to RGB)."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
 def write_random_weights(path: Path, seed: int = 0) -> Path:
     """FID-Inception-shaped state dict (torchvision's Inception v3 names, 1008 classes) with He-scaled random values."""
     import torchvision

@@ -22,22 +22,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from features_bench import TorchFidelityImages as _Images  # noqa: E402
 from features_bench import write_random_weights  # noqa: E402
 
 from ganbench.data import load_dataset  # noqa: E402
-
-
-class _Images(torch.utils.data.Dataset):
-    """uint8 CHW tensors, the input torch-fidelity takes from a Dataset."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i]
 
 
 def peer(real: torch.Tensor, fake: torch.Tensor, weights: Path, kid_subset: int) -> tuple[float, dict]:
