@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,3 +31,17 @@ def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object]) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_dir(new: Path, out: Path) -> None:
+    """Put the finished folder `new` at `out`: the old folder is moved aside first and removed only once the
+    new one is in place, so `out` is always either the old or the complete new folder."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+    os.replace(new, out)
+    os.chmod(out, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the user's usual mode
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+

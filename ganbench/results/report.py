@@ -9,14 +9,13 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import shutil
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ganbench.atomic import replace_dir
 from ganbench.errors import ConfigError, ResultsStoreError
 from ganbench.metrics.registry import METRICS
 from ganbench.results.leaderboard import PROTOCOL_FIELDS, Aggregate, Row, Table, build_tables, metric_order, tidy
@@ -343,7 +342,9 @@ def write_report(cfg: ReportConfig) -> tuple[Path, list[Table], dict[str, str]]:
         raise ConfigError(f"--out {out}: cannot write there ({exc.strerror}); choose another --out") from None
     try:
         _write_files(tmp, frame, tables, configs, cfg)
-        _replace_dir(tmp, out.resolve())
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} exists and is not a folder; choose another --out")
+        replace_dir(tmp, out.resolve())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -376,27 +377,3 @@ def _write_files(tmp: Path, frame: pd.DataFrame, tables: list[Table], configs: d
                 if not any(folder.iterdir()):
                     folder.rmdir()
     (tmp / "index.html").write_text(index_html(tables, configs, curves, grids))
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    """Put `new` at `out`: the old folder is moved aside first and removed only after the new one is in place."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder; choose another --out")
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-    os.replace(new, out)
-    os.chmod(out, 0o755 & ~_umask())
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def report_files(out: Path) -> Iterable[Path]:
-    return sorted(p for p in out.rglob("*") if p.is_file())
