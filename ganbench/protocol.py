@@ -4,9 +4,11 @@
 # feature-cache entries and stored results are never mixed with new ones.
 METRIC_PROTOCOL_VERSION = 1
 
-# Feature-extraction precisions. "fp32" is the protocol of every reference implementation; "bf16" (autocast) is
-# faster on GPUs and named in the stored preprocessing ("tf1+bf16"), so its numbers never mix with fp32 ones.
-PRECISIONS = ("fp32", "bf16")
+# Feature-extraction precisions. "fp32" is float32 arithmetic throughout, on CUDA too (where cuDNN would otherwise
+# run convolutions in TF32). "tf32" (CUDA only) lets cuDNN and cuBLAS use TensorFloat-32, which is what the reference
+# implementations get on Ampere and newer GPUs by PyTorch's defaults; "bf16" (autocast) is the fastest. Each reduced
+# precision is named in the stored preprocessing ("tf1+tf32", "tf1+bf16"), so its numbers never mix with fp32 ones.
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 # The two references every checkpoint is scored against by default (see `default_references`):
 # the best checkpoint is *selected* on a fixed, seeded subset of the training split and *reported*

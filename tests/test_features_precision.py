@@ -68,7 +68,13 @@ def test_eval_stores_bf16_results_under_their_own_protocol(tiny_data_root, tmp_p
 
 
 def test_unknown_precision_names_the_flag():
-    with pytest.raises(ConfigError, match=r"unknown precision 'fp16'; expected one of fp32, bf16 \(--precision\)"):
+    with pytest.raises(ConfigError, match=r"unknown precision 'fp16'; expected one of fp32, tf32, bf16 \(--precision\)"):
         EvalConfig(paths=("x",), precision="fp16")
     with pytest.raises(ConfigError, match=r"\(--precision\)"):
         build_extractor(EXTRACTOR, precision="fp16")
+
+
+def test_tf32_is_refused_off_cuda_with_the_fix():
+    with pytest.raises(ConfigError, match=r"--precision tf32 is a CUDA tensor-core format and this extractor runs on "
+                                          r"cpu; use --precision fp32 or bf16, or --device cuda"):
+        build_extractor(EXTRACTOR, precision="tf32", device="cpu")

@@ -7,15 +7,17 @@ import argparse
 from ganbench.features.registry import EXTRACTORS, extractor_names
 
 PREPROCESSINGS = ("tf1", "pytorch-fid")
-PRECISIONS = ("fp32", "bf16")  # ganbench.protocol.PRECISIONS, written out so --help imports nothing
+PRECISIONS = ("fp32", "tf32", "bf16")  # ganbench.protocol.PRECISIONS, written out so --help imports nothing
 # Measured by bench/bf16_drift.py on a CPU without native bf16 (torch 2.14); the README has the table.
 PRECISION_HELP = (
-    "feature-extraction precision (default: %(default)s, the reference implementations' protocol). bf16 runs the "
-    "extractor under bf16 autocast on CUDA or CPU: faster on GPUs and on CPUs with bf16 units (emulated, so slower, "
-    "on others); metrics stay float64, and bf16 results are a protocol of their own (preprocessing NAME+bf16, cached "
-    "and stored apart). Measured FID drift vs fp32: lenet-fashion-mnist 0.2%% (2,000 test vs 2,000 train images, "
-    "FID 1.66) and 0.4%% (vs blurred noisy images, FID 153); Inception (random weights, 8 images) features within "
-    "1.6%% of their scale. Use fp32 for numbers you compare with published ones"
+    "feature-extraction precision (default: %(default)s: float32 throughout, TF32 off on CUDA). tf32 (CUDA only) lets "
+    "cuDNN use TensorFloat-32 convolutions, which the reference implementations get on Ampere and newer GPUs by "
+    "PyTorch's defaults. bf16 runs the extractor under bf16 autocast on CUDA or CPU: faster on GPUs and on CPUs with "
+    "bf16 units (emulated, so slower, on others). Metrics stay float64, and tf32 and bf16 results are protocols of "
+    "their own (preprocessing NAME+tf32, NAME+bf16, cached and stored apart). Measured FID drift vs fp32: "
+    "lenet-fashion-mnist 0.2%% (2,000 test vs 2,000 train images, FID 1.66) and 0.4%% (vs blurred noisy images, "
+    "FID 153); Inception (random weights, 8 images) features within 1.6%% of their scale. Use fp32 for numbers you "
+    "compare with published ones"
 )
 
 

@@ -8,14 +8,18 @@ An extractor's identity is its protocol: `name` (registry key), `preprocessing` 
 exact resize / scaling / grayscale handling), and `weights_sha256` (the hash of the weights file).
 All three travel with every feature set and every stored number.
 
-Precision is part of that identity: an extractor set to "bf16" runs its forward pass under bf16 autocast
-(CPU or CUDA) and names its preprocessing "<preprocessing>+bf16" in `protocol`, so bf16 features get
-their own cache entries and their own stored results; "fp32" (the default) leaves the protocol as it was.
-Features and logits come back as float32 either way, and every metric stays float64.
+Precision is part of that identity. "fp32" (the default) is float32 arithmetic throughout: on CUDA the forward
+pass runs with TF32 switched off, which cuDNN's convolutions otherwise use on Ampere and newer GPUs. "tf32" (CUDA
+only) switches TF32 on for cuDNN and cuBLAS, the arithmetic the reference implementations get on such GPUs by
+PyTorch's defaults. "bf16" runs the forward pass under bf16 autocast (CPU or CUDA). A reduced precision names the
+preprocessing "<preprocessing>+tf32" or "+bf16" in `protocol`, so its features get their own cache entries and
+their own stored results. Features and logits come back as float32 either way, and every metric stays float64.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -63,10 +67,13 @@ class FeatureExtractor(nn.Module):
         return self.preprocessing if self.precision == "fp32" else f"{self.preprocessing}+{self.precision}"
 
     def set_precision(self, precision: str) -> FeatureExtractor:
-        """Compute features in `precision` ("fp32" or "bf16", see the module docstring); returns self."""
+        """Compute features in `precision` ("fp32", "tf32" or "bf16", see the module docstring); returns self."""
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)} (--precision)")
         device = _device_of(self)
+        if precision == "tf32" and device.type != "cuda":
+            raise ConfigError(f"--precision tf32 is a CUDA tensor-core format and this extractor runs on {device.type}; "
+                              "use --precision fp32 or bf16, or --device cuda")
         if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ConfigError(f"{torch.cuda.get_device_name(device)} has no bf16 support; use --precision fp32")
         self.precision = precision
@@ -75,14 +82,30 @@ class FeatureExtractor(nn.Module):
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> ExtractorOutput:
         check_images(images)
-        if self.precision == "fp32":
-            return self._forward(images)
-        with torch.autocast(_device_of(self).type, dtype=torch.bfloat16):
+        device = _device_of(self)
+        if self.precision != "bf16":
+            with _tf32(device, allowed=self.precision == "tf32"):
+                return self._forward(images)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             out = self._forward(images)
         return ExtractorOutput(out.features.float(), None if out.logits is None else out.logits.float())
 
     def _forward(self, images: torch.Tensor) -> ExtractorOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+@contextmanager
+def _tf32(device: torch.device, allowed: bool) -> Iterator[None]:
+    """On CUDA, TF32 in cuDNN convolutions and cuBLAS matmuls on or off for the block; the caller's settings after it."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _device_of(module: nn.Module) -> torch.device:

@@ -32,7 +32,7 @@ def extractor_names() -> tuple[str, ...]:
 
 
 def build_extractor(name: str, precision: str = "fp32", **options):
-    """Build a registered extractor computing in `precision` ("fp32" or "bf16"). Options are extractor-specific
+    """Build a registered extractor computing in `precision` ("fp32", "tf32" or "bf16"). Options are extractor-specific
     (weights=, preprocessing=, device=)."""
     if name not in EXTRACTORS:
         raise ConfigError(f"unknown extractor {name!r}; expected one of {', '.join(EXTRACTORS)} (--extractor)")
