@@ -219,9 +219,13 @@ def train_baseline(cfg: BaselineConfig, resume: bool = False, progress: bool = T
 
 
 def compiled(module: nn.Module) -> nn.Module:
-    """torch.compile(module): a wrapper sharing the module's parameters, so optimisers and checkpoints see no change."""
+    """torch.compile(module): a wrapper sharing the module's parameters, so optimisers and checkpoints see no change.
+
+    fallback_random: Inductor would otherwise draw dropout masks from its own generator, so a compiled run would
+    not follow the eager one; with it, both draw the same masks and differ only by the fused kernels' rounding.
+    """
     try:
-        return torch.compile(module)
+        return torch.compile(module, options={"fallback_random": True})
     except RuntimeError as exc:  # e.g. a Python version that Dynamo does not support yet
         raise ConfigError(f"--compile: torch.compile is unavailable ({str(exc).splitlines()[0][:200]}); "
                           "train without --compile") from exc
