@@ -1,0 +1,104 @@
+"""The CUDA paths, on a machine that has one: training (plain, resumed, compiled) and evaluation agree with the CPU.
+
+CI has no GPU, so this module is skipped there (and says so); it is run on a GPU machine with
+`python -m pytest tests/test_cuda.py`. Everything here is also covered on CPU by the rest of the suite;
+what these tests add is that the device-specific code (data and RNGs on the GPU, channels_last, TF32 control,
+Inductor) computes the same thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ganbench.cli import main
+from ganbench.features.extract import extract_features
+from ganbench.features.registry import build_extractor
+from ganbench.train import checkpoint as ckpt
+from ganbench.train.models import make_generator
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+EXTRACTOR = "lenet-fashion-mnist"
+
+
+def _train(root, out, *extra: str) -> list[str]:
+    return ["train", "baseline", "--dataset", "fashion-mnist", "--data-root", str(root), "--out", str(out),
+            "--max-train-images", "128", "--batch-size", "64", "--device", "cuda", "--checkpoint-every", "1",
+            "--quiet", *extra]
+
+
+def _state(path) -> dict:
+    return ckpt.load_checkpoint(path)
+
+
+def test_resumed_cuda_training_is_bit_identical_to_an_uninterrupted_run(tiny_data_root, tmp_path):
+    assert main(_train(tiny_data_root, tmp_path / "a", "--epochs", "2")) == 0
+    assert main(_train(tiny_data_root, tmp_path / "b", "--epochs", "1")) == 0
+    assert main(_train(tiny_data_root, tmp_path / "b", "--epochs", "2", "--resume")) == 0
+    run = "baseline/fashion-mnist/seed0/epoch_0002.pt"
+    a, b = _state(tmp_path / "a" / run), _state(tmp_path / "b" / run)
+    assert a["config"]["device"] == "cuda"
+    for part in ("generator", "discriminator"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), (part, name)
+    assert a["history"] == b["history"]
+
+
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
+# Inductor's own imports use torch.jit.script_method, which torch 2.11 deprecates (not ganbench's code).
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+# Inductor's advice to enable TF32 matmuls; training keeps float32 arithmetic on purpose.
+@pytest.mark.filterwarnings("ignore:TensorFloat32 tensor cores for float32 matrix multiplication:UserWarning")
+def test_compiled_cuda_training_matches_eager_and_saves_plain_state(tiny_data_root, tmp_path):
+    assert main(_train(tiny_data_root, tmp_path / "eager", "--epochs", "1")) == 0
+    assert main(_train(tiny_data_root, tmp_path / "compiled", "--epochs", "1", "--compile")) == 0
+    run = "baseline/fashion-mnist/seed0/epoch_0001.pt"
+    eager, compiled = _state(tmp_path / "eager" / run), _state(tmp_path / "compiled" / run)
+    make_generator().load_state_dict(compiled["generator"])  # no "_orig_mod." prefixes
+    # Two steps from the same initial weights: Inductor's fused kernels round differently, but only just.
+    for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+        assert math.isclose(compiled["history"][0][key], eager["history"][0][key], rel_tol=1e-3), key
+
+
+def test_fp32_features_on_cuda_equal_cpu_ones_and_tf32_settings_are_restored():
+    images = torch.randint(0, 256, (96, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cpu = extract_features(build_extractor(EXTRACTOR, device="cpu"), images, 32)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default: fp32 must switch it off for its forward pass only
+    try:
+        gpu = extract_features(build_extractor(EXTRACTOR, device="cuda"), images, 32, "cuda")
+        assert torch.backends.cudnn.allow_tf32 is True
+        tf32_extractor = build_extractor(EXTRACTOR, device="cuda", precision="tf32")
+        tf32 = extract_features(tf32_extractor, images, 32, "cuda")
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    scale = np.abs(cpu.features).max()
+    assert np.abs(gpu.features - cpu.features).max() < 1e-5 * scale
+    assert np.abs(tf32.features - cpu.features).max() < 1e-2 * scale
+    assert tf32_extractor.protocol["preprocessing"] == "lenet-28-gray-unit+tf32"
+
+
+def test_eval_on_cuda_equals_eval_on_cpu(tiny_data_root, tmp_path):
+    assert main(_train(tiny_data_root, tmp_path / "out", "--epochs", "1")) == 0
+    values = {}
+    for device in ("cpu", "cuda"):
+        results = tmp_path / f"{device}.sqlite"
+        args = ["eval", str(tmp_path / "out"), "--extractor", EXTRACTOR, "--reference", "fashion-mnist:test",
+                "--num-samples", "64", "--batch-size", "32", "--data-root", str(tiny_data_root),
+                "--cache-dir", str(tmp_path / f"cache-{device}"), "--results", str(results), "--device", device,
+                "--metrics", "fid,is,precision,recall,density,coverage", "--quiet", "--format", "json"]
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            assert main(args) == 0
+        values[device] = {json.loads(line)["metric"]: json.loads(line)["value"] for line in stdout.getvalue().splitlines()}
+    assert values["cpu"].keys() == values["cuda"].keys() == {"fid", "is", "precision", "recall", "density", "coverage"}
+    # Samples are generated from the same seeded noise on each device; a pixel may round to the neighbouring
+    # uint8 value, so the metrics agree closely rather than bit for bit.
+    for metric, value in values["cpu"].items():
+        assert math.isclose(values["cuda"][metric], value, rel_tol=1e-3, abs_tol=2 / 64), (metric, values)
