@@ -37,9 +37,10 @@ class BaselineConfig:
     out: str = "checkpoints"
     data_root: str | None = None
     compile: bool = False  # torch.compile G and D: the same maths in fewer kernel launches
+    cuda_graphs: bool = False  # the whole training step as one CUDA graph, replayed: the same maths in one launch
 
     # Fields that may change between an interrupted run and its --resume without changing the maths.
-    RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device", "out", "data_root", "compile")
+    RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device", "out", "data_root", "compile", "cuda_graphs")
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -65,6 +66,10 @@ class BaselineConfig:
             raise ConfigError(f"--betas must be two numbers in [0, 1), got {self.betas}")
         if self.device not in DEVICES:
             raise ConfigError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)} (--device)")
+        if self.compile and self.cuda_graphs:
+            raise ConfigError("--compile and --cuda-graphs are alternatives; choose one (--cuda-graphs is the faster on GPUs)")
+        if self.cuda_graphs and self.device == "cpu":
+            raise ConfigError("--cuda-graphs needs a CUDA device; drop it or use --device cuda")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
 
     @property

@@ -69,3 +69,14 @@ def test_torch_compile_unavailable_is_a_config_error(monkeypatch):
     monkeypatch.setattr(torch, "compile", unavailable)
     with pytest.raises(Exception, match=r"^--compile: torch.compile is unavailable \(Dynamo is not supported"):
         loop.compiled(torch.nn.Linear(1, 1))
+
+
+def test_cuda_graphs_are_refused_with_compile_or_without_cuda(tiny_data_root, tmp_path, capsys):
+    assert main(_train(tiny_data_root, tmp_path / "a", "--compile", "--cuda-graphs")) == 2
+    assert "--compile and --cuda-graphs are alternatives; choose one" in capsys.readouterr().err
+    assert main(_train(tiny_data_root, tmp_path / "b", "--cuda-graphs", "--device", "cpu")) == 2
+    assert "--cuda-graphs needs a CUDA device; drop it or use --device cuda" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # --device auto resolves to the CPU here
+        assert main(_train(tiny_data_root, tmp_path / "c", "--cuda-graphs")) == 2
+        assert "--cuda-graphs needs a CUDA device, and none is available here" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.pt"))

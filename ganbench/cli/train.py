@@ -79,6 +79,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile G and D: fewer, fused kernels, for GPUs where this small GAN is launch-bound "
                    "(the first steps compile for a while; needs a C++ compiler on CPU, Triton on CUDA; default: off)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="capture the whole training step (forwards, backwards, both Adam updates, noise and dropout) "
+                   "once as a CUDA graph and replay it: one launch per step instead of ~100, the same maths. "
+                   "CUDA only; measured by bench/gpu.py (default: off)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_baseline)
 
@@ -95,7 +99,7 @@ def configs_from_args(args) -> list[BaselineConfig]:
         BaselineConfig(
             dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
             betas=args.betas, max_train_images=args.max_train_images, checkpoint_every=args.checkpoint_every,
-            device=args.device, out=args.out, data_root=args.data_root, compile=args.compile,
+            device=args.device, out=args.out, data_root=args.data_root, compile=args.compile, cuda_graphs=args.cuda_graphs,
         )
         for seed in seeds
     ]

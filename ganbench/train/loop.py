@@ -15,7 +15,8 @@ The dataset lives on the training device as one float tensor; batches are index 
 The loop never reads a value back to the host inside an epoch except for the progress bar.
 On a GPU this network is too small to keep the device busy: every step is a few dozen tiny kernels, so
 launch overhead dominates. `--compile` (torch.compile of G and D) fuses them; the maths is unchanged, and the
-checkpoints hold the plain modules' state dicts either way.
+checkpoints hold the plain modules' state dicts either way. `--cuda-graphs` goes further: the whole step,
+optimiser updates included, is captured once as a CUDA graph and replayed (GraphedStep), one launch per step.
 
 Randomness: weight init and dropout use torch's global generator, which we seed inside
 `torch.random.fork_rng` (so the caller's RNG is untouched) and save in every checkpoint; noise and
@@ -74,8 +75,11 @@ class TrainingState:
         self.generator = make_generator(cfg.latent_dim).to(device)
         self.discriminator = make_discriminator().to(device)
         # fused=True: the same Adam update in one pass over each tensor instead of eight (~1.5x per step on CPU).
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=cfg.betas, fused=True)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=cfg.betas, fused=True)
+        # capturable (for --cuda-graphs): the fused kernel reads lr and the step count from the device.
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=cfg.betas, fused=True,
+                                      capturable=cfg.cuda_graphs)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=cfg.betas, fused=True,
+                                      capturable=cfg.cuda_graphs)
         self.noise_rng = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "noise"))
         self.shuffle_rng = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "shuffle"))
         fixed = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed-noise"))
@@ -116,6 +120,8 @@ class TrainingState:
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["optimizer_g"])
         self.opt_d.load_state_dict(state["optimizer_d"])
+        for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
+            group["capturable"] = self.cfg.cuda_graphs  # a run may resume with or without --cuda-graphs
         torch.set_rng_state(state["rng"]["torch_cpu"])
         if self.device.type == "cuda" and "torch_cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["torch_cuda"], self.device)
@@ -189,6 +195,8 @@ def train_baseline(cfg: BaselineConfig, resume: bool = False, progress: bool = T
     """Train one seed of the specified GAN; returns the run directory."""
     dataset, resume_state = prepare_run(cfg, resume)
     device = resolve_device(cfg.device)
+    if cfg.cuda_graphs and device.type != "cuda":
+        raise ConfigError("--cuda-graphs needs a CUDA device, and none is available here; train without --cuda-graphs")
     fingerprint = dataset.fingerprint()
     if resume_state is not None and resume_state["dataset"]["fingerprint"] != fingerprint:
         raise CheckpointError(
@@ -251,6 +259,31 @@ def _train_epochs(state: TrainingState, dataset: ImageDataset, fingerprint: str,
     ones = torch.ones(b, 1, device=device)
     zeros = torch.zeros(b, 1, device=device)
 
+    def step(idx: torch.Tensor) -> torch.Tensor:
+        """One iteration of the specification on the real images `idx`; returns d_loss, g_loss, mean D(x), mean D(G(z))."""
+        real = real_data[idx]
+        m = real.shape[0]
+        fake = G(torch.randn(m, cfg.latent_dim, generator=state.noise_rng, device=device))
+
+        # Discriminator: real (label 1) and detached fake (label 0) in one pass; gradients summed.
+        d_out = D(torch.cat([real, fake.detach()]))
+        d_real, d_fake = d_out[:m], d_out[m:]
+        d_loss = bce(d_real, ones[:m]) + bce(d_fake, zeros[:m])
+        state.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        state.opt_d.step()
+
+        # Generator: non-saturating loss, label 1 on the same fake batch through the updated D.
+        D.requires_grad_(False)  # D's weight gradients here would be discarded anyway
+        g_loss = bce(D(fake), ones[:m])
+        state.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        state.opt_g.step()
+        D.requires_grad_(True)
+        return torch.stack([d_loss.detach(), g_loss.detach(), d_real.detach().mean(), d_fake.detach().mean()])
+
+    full_step = GraphedStep(step, b, device, [state.noise_rng]) if cfg.cuda_graphs else step
+
     bar = _progress_bar(progress, total=(cfg.epochs - state.epoch) * steps_per_epoch, run=run_dir)
     G.train()
     D.train()
@@ -259,27 +292,8 @@ def _train_epochs(state: TrainingState, dataset: ImageDataset, fingerprint: str,
         sums = torch.zeros(4, device=device)  # d_loss, g_loss, mean D(x), mean D(G(z)), summed over steps
         order = torch.randperm(n, generator=state.shuffle_rng, device=device)
         for i in range(steps_per_epoch):
-            real = real_data[order[i * b : (i + 1) * b]]
-            m = real.shape[0]
-            fake = G(torch.randn(m, cfg.latent_dim, generator=state.noise_rng, device=device))
-
-            # Discriminator: real (label 1) and detached fake (label 0) in one pass; gradients summed.
-            d_out = D(torch.cat([real, fake.detach()]))
-            d_real, d_fake = d_out[:m], d_out[m:]
-            d_loss = bce(d_real, ones[:m]) + bce(d_fake, zeros[:m])
-            state.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            state.opt_d.step()
-
-            # Generator: non-saturating loss, label 1 on the same fake batch through the updated D.
-            D.requires_grad_(False)  # D's weight gradients here would be discarded anyway
-            g_loss = bce(D(fake), ones[:m])
-            state.opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            state.opt_g.step()
-            D.requires_grad_(True)
-
-            sums += torch.stack([d_loss.detach(), g_loss.detach(), d_real.detach().mean(), d_fake.detach().mean()])
+            idx = order[i * b : (i + 1) * b]
+            sums += full_step(idx) if idx.shape[0] == b else step(idx)  # a short last batch runs as it is
             state.step += 1
             if bar is not None:
                 bar.update(1)
@@ -307,6 +321,52 @@ def _train_epochs(state: TrainingState, dataset: ImageDataset, fingerprint: str,
         f"checkpoints {ckpt.checkpoint_name(state.epoch)} and earlier",
         file=sys.stderr,
     )
+
+
+class GraphedStep:
+    """`step(idx)` for full batches, captured once as a CUDA graph and then replayed (`--cuda-graphs`).
+
+    The first WARMUP calls are ordinary steps of the run, executed on a side stream (capture needs the kernels,
+    cuBLAS workspaces and Adam's state to exist already); the next call captures the step into a graph and every
+    call from then on copies its batch indices into the graph's static index buffer and replays it. Capture
+    records kernels without running them, so no step is run twice or skipped. Noise (from the registered
+    `generators`) and dropout (from the default CUDA generator) are drawn inside the graph from the same
+    generator states that eager code would use, and Adam's step counts live on the device (capturable), so a
+    graphed run is resumable like any other.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, step, batch_size: int, device: torch.device, generators: list[torch.Generator]):
+        self.step = step
+        self.generators = generators
+        self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.stats: torch.Tensor | None = None
+        self.side = torch.cuda.Stream(device)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        self.idx.copy_(idx)
+        if self.graph is None and self.calls >= self.WARMUP:
+            self._capture()
+        self.calls += 1
+        if self.graph is not None:
+            self.graph.replay()
+            return self.stats
+        self.side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.side):
+            stats = self.step(self.idx)
+        torch.cuda.current_stream().wait_stream(self.side)
+        return stats
+
+    def _capture(self) -> None:
+        graph = torch.cuda.CUDAGraph()
+        for generator in self.generators:
+            graph.register_generator_state(generator)
+        with torch.cuda.graph(graph):
+            self.stats = self.step(self.idx)
+        self.graph = graph
 
 
 def _write_epoch_outputs(state: TrainingState, dataset: ImageDataset, fingerprint: str, run_dir: Path) -> None:
