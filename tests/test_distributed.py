@@ -1,7 +1,8 @@
 """`ganbench eval` on two gloo ranks (CPU) equals one process: every stored value, every printed row, once.
 
-Two launches through torchrun (`python -m torch.distributed.run`): samples split across the ranks (the
-default) and whole sources dealt to them. A third launch starts the two ranks by hand with the variables
+Launches through torchrun (`python -m torch.distributed.run`): samples split across two ranks (the
+default), the same on two "nodes" of one rank each (multi-node torchrun, both on this machine), and whole
+sources dealt to two ranks. A third launch starts the two ranks by hand with the variables
 torchrun sets, so that each rank's own exit code can be checked. The sources: three checkpoints of a tiny
 trained run, one corrupt checkpoint (recorded as failed by every layout) and an .npz of images; `--batch-size 16`
 with 100 samples gives 7 batches, so the ranks get unequal shares (48 and 52 samples).
@@ -140,6 +141,27 @@ def test_samples_split_across_two_ranks_equal_one_process(ws, tmp_path):
         expected = Counter((r["source_path"], r["metric"], r["reference_name"], r["status"]) for r in store.rows())
     assert printed(done.stdout) == expected
     assert "[rank 1/2]" not in done.stderr
+
+
+def test_two_nodes_of_one_rank_each_equal_one_process(ws, tmp_path):
+    """Multi-node torchrun, both "nodes" on this machine: every worker has LOCAL_RANK 0, and only RANK tells them
+    apart, so a rank taken from the wrong variable would write twice or gather out of order."""
+    results = tmp_path / "r.sqlite"
+    port = str(free_port())
+    nodes = [
+        subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+                          "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", port,
+                          "-m", "ganbench", *eval_args(ws, results)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+        for node in range(2)
+    ]
+    outputs = [node.communicate(timeout=180) for node in nodes]
+    assert all(node.returncode != 0 for node in nodes), "the corrupt checkpoint must fail both nodes"
+    assert_same_results(results, ws["single"])
+    with ResultsStore(ws["single"], create=False) as store:
+        expected = Counter((r["source_path"], r["metric"], r["reference_name"], r["status"]) for r in store.rows())
+    assert printed(outputs[0][0]) == expected  # the main rank, on node 0, prints every row once
+    assert printed(outputs[1][0]) == Counter()
 
 
 def test_sources_dealt_to_two_ranks_equal_one_process(ws, tmp_path):
