@@ -128,9 +128,16 @@ def test_checkpoint_refuses_arbitrary_unpickling(tmp_path):
 
     evil = tmp_path / "evil.pt"
     torch.save({"format": ckpt.FORMAT, "payload": Exploit()}, evil)
-    with pytest.raises(CheckpointError, match="needs arbitrary unpickling"):
+    with pytest.raises(CheckpointError, match=r"needs arbitrary unpickling, which could run code \(.*GLOBAL"):
         ckpt.load_checkpoint(evil)
     assert not marker.exists()
+
+
+def test_garbage_bytes_are_reported_as_corrupt_not_as_code(tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"garbage\.pt is corrupt or not a plain-tensor file; refused without "
+                                              r"unpickling it \(Unsupported operand"):
+        ckpt.load_checkpoint(tmp_path / "garbage.pt")
 
 
 def test_truncated_and_foreign_checkpoints_are_reported(tmp_path, tiny_data_root):
