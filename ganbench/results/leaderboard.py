@@ -89,6 +89,12 @@ def _role(reference: str | None, dataset: str | None) -> str:
     return "selection" if dataset is not None and reference == selection_reference(dataset) else "reporting"
 
 
+def by_seed(frame: pd.DataFrame, missing: object = None):
+    """`frame` grouped by run seed, in seed order; rows without a seed (folders, npz files) form the group `missing`."""
+    seeds = frame["run_seed"].astype("object").where(frame["run_seed"].notna(), missing)
+    return frame.groupby(seeds, dropna=False, sort=True)
+
+
 def _na(value):
     import pandas as pd
 
@@ -238,14 +244,12 @@ def _row(group: str, part: pd.DataFrame, ok: pd.DataFrame, rule: str, select_met
             return None
         selected_on = reference
         direction = METRICS[select_metric].direction if select_metric in METRICS else "lower"
-        for seed, seed_part in candidates.groupby(candidates["run_seed"].astype("object").where(
-                candidates["run_seed"].notna(), None), dropna=False, sort=True):
+        for seed, seed_part in by_seed(candidates):
             ordered = seed_part.sort_values(["value", "run_epoch"], ascending=[direction == "lower", True])
             best = ordered.iloc[0]
             chosen[_na(seed)] = str(best["source_sha256"])
     else:
-        for seed, seed_part in part.groupby(part["run_seed"].astype("object").where(part["run_seed"].notna(), None),
-                                            dropna=False, sort=True):
+        for seed, seed_part in by_seed(part):
             last = seed_part.sort_values(["run_epoch", "created_at"], na_position="first").iloc[-1]
             chosen[_na(seed)] = str(last["source_sha256"])
     values: dict[str, list[tuple[float, float | None, float | None]]] = {}

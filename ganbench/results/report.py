@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING
 from ganbench.atomic import replace_dir
 from ganbench.errors import ConfigError, ResultsStoreError
 from ganbench.metrics.registry import METRICS
-from ganbench.results.leaderboard import PROTOCOL_FIELDS, Aggregate, Row, Table, build_tables, metric_order, tidy
+from ganbench.results.leaderboard import (
+    PROTOCOL_FIELDS,
+    Aggregate,
+    Row,
+    Table,
+    build_tables,
+    by_seed,
+    metric_order,
+    tidy,
+)
 from ganbench.results.schema import COLUMNS
 from ganbench.results.store import ResultsStore
 
@@ -266,7 +275,7 @@ def latest_grids(frame: pd.DataFrame, group: str, limit: int = 3) -> list[tuple[
     """(label, PNG) of the sample grid beside each seed's latest checkpoint, when it is still on disk."""
     part = frame[(frame["group"] == group) & frame["run_epoch"].notna()]
     grids = []
-    for seed, seed_part in part.groupby(part["run_seed"].astype("object").where(part["run_seed"].notna(), -1), sort=True):
+    for seed, seed_part in by_seed(part, missing=-1):
         last = seed_part.sort_values("run_epoch").iloc[-1]
         png = Path(str(last["source_path"])).with_suffix(".png")
         if png.is_file():
