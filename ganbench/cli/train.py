@@ -14,7 +14,7 @@ examples:
   ganbench train baseline --dataset fashion-mnist --seeds 0,1,2
   ganbench train baseline --dataset fashion-mnist --epochs 2 --max-train-images 2048   # a quick smoke run
   ganbench train baseline --dataset fashion-mnist --resume # continue an interrupted run exactly
-  ganbench train baseline --dataset fashion-mnist --device cuda --compile   # fused kernels on a GPU
+  ganbench train baseline --dataset fashion-mnist --device cuda --cuda-graphs   # ~0.5 s/epoch on an H200
 
 outputs, under OUT/baseline/<dataset>/seed<k>/:
   epoch_XXXX.pt   checkpoints (every --checkpoint-every epochs and at the end; load with weights_only=True)
