@@ -340,7 +340,8 @@ def main() -> None:
     print(f"| {'-' * 76} | {'-' * 11}: | ------: |")
     print(f"| {'train s/epoch, plain (steady epochs)':76} | {plain[1]:12.2f} | {1.0:6.2f}x |")
     print(f"| {'train s/epoch, --compile (steady epochs)':76} | {compiled[1]:12.2f} | {plain[1] / compiled[1]:6.2f}x |")
-    print(f"| {'train s/epoch, --cuda-graphs (steady epochs)':76} | {graphed[1]:12.2f} | {plain[1] / graphed[1]:6.2f}x |")
+    if args.device == "cuda":
+        print(f"| {'train s/epoch, --cuda-graphs (steady epochs)':76} | {graphed[1]:12.2f} | {plain[1] / graphed[1]:6.2f}x |")
     print(f"| {'train s, epoch 1: plain / --compile (incl. compilation)':76} | {plain[0]:5.1f} /{compiled[0]:5.1f} | {'':>7} |")
     base_rate = steps["plain step, batch 64"]
     for name, rate in steps.items():
