@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import sys
 import zipfile
 from pathlib import Path
@@ -35,6 +34,7 @@ from torch import nn
 
 from ganbench.errors import CheckpointError, ConfigError, DataUnavailableError
 from ganbench.features.base import ExtractorOutput, FeatureExtractor
+from ganbench.safeload import load_tensors
 
 WEIGHTS_FORMAT = "ganbench.lenet"
 WEIGHTS_FORMAT_VERSION = 1
@@ -122,16 +122,7 @@ def load_lenet_weights(path: str | Path, dataset: str | None = None) -> dict:
         raise DataUnavailableError(f"lenet weights file {path} does not exist (weights=)")
     if not zipfile.is_zipfile(path):  # torch.save writes zip archives; anything else would reach the legacy unpickler
         raise CheckpointError(f"lenet weights file {path} is corrupt or truncated (not a torch.save zip archive)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling refused"
-        raise CheckpointError(
-            f"refused to load {path}: it needs arbitrary unpickling, which could run code ({first[:160]})"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"lenet weights file {path} is corrupt or truncated ({first[:160]})") from exc
+    state = load_tensors(path, "lenet weights file")
     if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
         raise CheckpointError(
             f"{path} is not a ganbench lenet weights file (no format={WEIGHTS_FORMAT!r} marker); "

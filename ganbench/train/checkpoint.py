@@ -20,16 +20,13 @@ would need arbitrary unpickling, so an untrusted checkpoint can never run code. 
 
 from __future__ import annotations
 
-import pickle
-import re
-import warnings
-import zipfile
 from pathlib import Path
 
 import torch
 
 from ganbench.atomic import atomic_write_bytes
 from ganbench.errors import CheckpointError
+from ganbench.safeload import load_tensors
 
 FORMAT = "ganbench.checkpoint"
 FORMAT_VERSION = 1
@@ -50,22 +47,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        with warnings.catch_warnings():  # a foreign pickle protocol warns before being refused anyway
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = _unpickler_detail(str(exc))
-        if "GLOBAL" in str(exc):  # a reference to a class or function: the way a pickle runs code
-            raise CheckpointError(
-                f"refused to load {path}: it needs arbitrary unpickling, which could run code ({detail[:160]})"
-            ) from exc
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a plain-tensor file; refused without unpickling it ({detail[:160]})"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({first[:160]})") from exc
+    state = load_tensors(path, "checkpoint", map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a ganbench checkpoint (no format={FORMAT!r} marker)")
     missing = [key for key in _REQUIRED if key not in state]
@@ -77,16 +59,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{FORMAT_VERSION}; upgrade ganbench"
         )
     return state
-
-
-def _unpickler_detail(message: str) -> str:
-    """The specific part of torch's weights-only refusal (its wording varies between versions), on one line."""
-    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", message).split())
-    found = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\s*Check the documentation|$)", text)
-    if found is None:
-        found = re.search(r"([^.]*GLOBAL[^.]*\.)", text)
-    detail = found.group(1).strip() if found else text
-    return detail or "unpickling refused"
 
 
 def find_checkpoints(run_dir: str | Path) -> list[Path]:
