@@ -104,7 +104,7 @@ class Sweep:
 
     def run(self) -> int:
         """Evaluate every source; returns the number of sources that failed."""
-        from ganbench.features.registry import build_extractor
+        from ganbench.features.registry import build_extractor, extractor_options
         from ganbench.train.loop import resolve_device
 
         cfg, world = self.cfg, self.world
@@ -120,11 +120,9 @@ class Sweep:
         failed = 0
         with self._open_store() as store:
             for extractor_name in cfg.extractors:
-                options = {"device": self.device, "precision": cfg.precision}
-                if extractor_name == "inception":
-                    options.update(weights=cfg.inception_weights, preprocessing=cfg.preprocessing)
-                elif extractor_name == "lenet-mnist":
-                    options.update(data_root=cfg.data_root, progress=self.progress)
+                options = extractor_options(extractor_name, device=self.device, precision=cfg.precision,
+                                            inception_weights=cfg.inception_weights, preprocessing=cfg.preprocessing,
+                                            data_root=cfg.data_root, progress=self.progress)
                 # Main rank first: lenet-mnist trains and caches its weights on first use, Inception may download them.
                 extractor = world.main_first(lambda options=options, name=extractor_name: build_extractor(name, **options))
                 if self.split is not world:

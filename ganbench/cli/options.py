@@ -1,13 +1,14 @@
-"""Flags shared by the commands that extract features, and their one translation into builder options."""
+"""Flags shared by the commands that extract features; `features.registry.extractor_options` turns them into builder options."""
 
 from __future__ import annotations
 
 import argparse
 
 from ganbench.features.registry import EXTRACTORS, extractor_names
+from ganbench.features.registry import extractor_options as registry_options
+from ganbench.protocol import PRECISIONS
 
 PREPROCESSINGS = ("tf1", "pytorch-fid")
-PRECISIONS = ("fp32", "tf32", "bf16")  # ganbench.protocol.PRECISIONS, written out so --help imports nothing
 # Measured by bench/bf16_drift.py on a CPU without native bf16 (torch 2.14); the README has the table.
 PRECISION_HELP = (
     "feature-extraction precision (default: %(default)s: float32 throughout, TF32 off on CUDA). tf32 (CUDA only) lets "
@@ -59,9 +60,6 @@ def parse_extractors(text: str) -> list[str]:
 
 def extractor_options(name: str, args: argparse.Namespace, device: str) -> dict:
     """The builder keyword options for extractor `name` from the shared flags."""
-    options = {"device": device, "precision": args.precision}
-    if name == "inception":
-        return {**options, "weights": args.inception_weights, "preprocessing": args.preprocessing}
-    if name == "lenet-mnist":  # trained on first use: it needs the data and shows progress
-        return {**options, "data_root": getattr(args, "data_root", None), "progress": not getattr(args, "quiet", False)}
-    return options
+    return registry_options(name, device=device, precision=args.precision, inception_weights=args.inception_weights,
+                            preprocessing=args.preprocessing, data_root=getattr(args, "data_root", None),
+                            progress=not getattr(args, "quiet", False))

@@ -31,6 +31,25 @@ def extractor_names() -> tuple[str, ...]:
     return tuple(EXTRACTORS)
 
 
+def extractor_options(
+    name: str,
+    *,
+    device: str,
+    precision: str = "fp32",
+    inception_weights: str | None = None,
+    preprocessing: str = "tf1",
+    data_root: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """`build_extractor`'s keyword options for extractor `name`, from the settings every command shares."""
+    options = {"device": device, "precision": precision}
+    if name == "inception":
+        options.update(weights=inception_weights, preprocessing=preprocessing)
+    elif name == "lenet-mnist":  # trained on first use: it needs the data and shows progress
+        options.update(data_root=data_root, progress=progress)
+    return options
+
+
 def build_extractor(name: str, precision: str = "fp32", **options):
     """Build a registered extractor computing in `precision` ("fp32", "tf32" or "bf16"). Options are extractor-specific
     (weights=, preprocessing=, device=)."""
