@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ganbench.metrics.registry import METRICS
-from ganbench.protocol import selection_reference
+from ganbench.protocol import SELECTION_SUBSET_SEED, SELECTION_SUBSET_SIZE, selection_reference
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,6 +45,11 @@ def metric_order(names) -> list[str]:
     """Registry order first (fid, is, kid, ...), then any unknown names alphabetically."""
     known = [m for m in METRICS if m in set(names)]
     return known + sorted(set(names) - set(known))
+
+
+def direction(metric: str) -> str:
+    """"lower" or "higher" is better, from the metric registry; a metric it does not know ranks as "lower"."""
+    return METRICS[metric].direction if metric in METRICS else "lower"
 
 
 def group_of(source_path: str, run_kind: str | None, run_dataset: str | None) -> str:
@@ -205,8 +210,7 @@ def build_tables(frame: pd.DataFrame, *, select_metric: str = "fid", select_on: 
             for metric in metrics:
                 ranked = [r for r in rows if metric in r.metrics]
                 aggs = [r.metrics[metric] for r in ranked]
-                for r, (rank, tied) in zip(ranked, interval_ranks(aggs, METRICS[metric].direction if metric in METRICS
-                                                                  else "lower"), strict=True):
+                for r, (rank, tied) in zip(ranked, interval_ranks(aggs, direction(metric)), strict=True):
                     a = r.metrics[metric]
                     r.metrics[metric] = Aggregate(a.values, a.mean, a.std, a.ci_low, a.ci_high, rank, tied)
             versions = tuple(sorted(set(part["ganbench_version"].dropna().astype(str))))
@@ -218,8 +222,9 @@ def build_tables(frame: pd.DataFrame, *, select_metric: str = "fid", select_on: 
 def _rule_text(rule: str, select_metric: str, select_on: str | None, protocol: dict) -> str:
     if rule == "final":
         return "final: each seed's last evaluated checkpoint"
-    extreme = "lowest" if METRICS[select_metric].direction == "lower" else "highest"
-    where = select_on or "DATASET:train:10000 (a fixed 10,000-image training subset, seed 0)"
+    extreme = "lowest" if direction(select_metric) == "lower" else "highest"
+    where = select_on or (f"{selection_reference('DATASET')} (a fixed {SELECTION_SUBSET_SIZE:,}-image training subset, "
+                          f"seed {SELECTION_SUBSET_SEED})")
     return (f"best: each seed's checkpoint with the {extreme} {select_metric} on {where}, "
             f"reported on {protocol['reference_name']}")
 
@@ -243,9 +248,8 @@ def _row(group: str, part: pd.DataFrame, ok: pd.DataFrame, rule: str, select_met
         if candidates.empty:
             return None
         selected_on = reference
-        direction = METRICS[select_metric].direction if select_metric in METRICS else "lower"
         for seed, seed_part in by_seed(candidates):
-            ordered = seed_part.sort_values(["value", "run_epoch"], ascending=[direction == "lower", True])
+            ordered = seed_part.sort_values(["value", "run_epoch"], ascending=[direction(select_metric) == "lower", True])
             best = ordered.iloc[0]
             chosen[_na(seed)] = str(best["source_sha256"])
     else:

@@ -25,6 +25,7 @@ from ganbench.results.leaderboard import (
     Table,
     build_tables,
     by_seed,
+    direction,
     metric_order,
     tidy,
 )
@@ -166,8 +167,7 @@ def table_header(table: Table) -> list[str]:
         f"metric protocol v{p['metric_protocol_version']}, ganbench {', '.join(table.ganbench_versions)}",
         f"checkpoint rule: {table.rule_text}",
         "cells: mean ± std over seeds [95% t interval of the mean] #rank; rows whose intervals overlap share a rank (=); "
-        + ", ".join(f"{m} {'lower' if METRICS[m].direction == 'lower' else 'higher'} is better"
-                    for m in table.metrics if m in METRICS),
+        + ", ".join(f"{m} {direction(m)} is better" for m in table.metrics if m in METRICS),
     ]
 
 
@@ -256,8 +256,7 @@ def plot_curves(frame: pd.DataFrame, table: Table, best: Table | None, path: Pat
                 if not hit.empty:
                     ax.plot([epoch], [float(hit["value"].iloc[0])], marker="*", ms=12, color="crimson", ls="none")
             ax.plot([], [], marker="*", ms=10, color="crimson", ls="none", label="selected (best) per seed")
-        arrow = "lower" if METRICS.get(metric) and METRICS[metric].direction == "lower" else "higher"
-        ax.set_title(f"{metric} ({arrow} is better)", fontsize=10)
+        ax.set_title(f"{metric} ({direction(metric)} is better)", fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
