@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from features_bench import TorchFidelityImages, write_random_weights  # noqa: E402
 
 METRICS = ("fid", "is", "kid", "precision", "recall", "density", "coverage")
 PRECISIONS = {"cuda": ("fp32", "tf32", "bf16"), "cpu": ("fp32", "bf16")}
@@ -213,19 +214,6 @@ def extraction_rates(images: torch.Tensor, weights: Path, batch: int, rounds: in
 # -- 3. the sweep ------------------------------------------------------------------------------------------------
 
 
-class _Images(torch.utils.data.Dataset):
-    """uint8 CHW tensors, grayscale repeated to RGB: the input torch-fidelity takes from a Dataset."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images.repeat(1, 3, 1, 1)
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i]
-
-
 def peer_sweep(checkpoints: list[Path], real: torch.Tensor, weights: Path, n: int, batch: int, device: str) -> tuple[float, dict]:
     import prdc
     import torch_fidelity
@@ -239,14 +227,15 @@ def peer_sweep(checkpoints: list[Path], real: torch.Tensor, weights: Path, n: in
 
     def features(images: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            return torch.cat([extractor(b.to(device))[0].cpu() for b in _Images(images).images.split(batch)]).numpy()
+            return torch.cat([extractor(b.to(device))[0].cpu() for b in TorchFidelityImages(images).images.split(batch)]).numpy()
 
     values = {}
     for path in checkpoints:
         module, latent_dim, _ = load_baseline_generator(path)
         fake = generate(module, latent_dim, n, 0, batch, device)  # ganbench eval's samples: same seed and batches
         out = torch_fidelity.calculate_metrics(
-            input1=_Images(fake), input2=_Images(real), cuda=device == "cuda", isc=True, fid=True, kid=True, prc=True,
+            input1=TorchFidelityImages(fake), input2=TorchFidelityImages(real), cuda=device == "cuda",
+            isc=True, fid=True, kid=True, prc=True,
             kid_subset_size=min(1000, n, len(real)), feature_extractor="inception-v3-compat",
             feature_extractor_weights_path=str(weights), verbose=False, cache=False, batch_size=batch,
         )
@@ -303,8 +292,6 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first compiled epoch includes compilation")
-
-    from features_bench import write_random_weights
 
     from ganbench.data import load_dataset
     from ganbench.train.models import images_to_model
