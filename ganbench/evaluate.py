@@ -91,7 +91,8 @@ def metrics_from_features(
     """metric name -> MetricValue for `fake` against `real`, both from the same extractor protocol.
 
     seed: the metrics' own randomness (IS shuffle, KID subsets, bootstrap resamples), recorded in the options.
-    kid_subset_size: None uses 1000, or the smaller set's size when either has fewer samples (recorded).
+    kid_subset_size: None uses 1000, or the smaller set's size when either has fewer samples (recorded). When the
+        subsets are as large as both sets, KID's std is None: every subset would be the same data.
     bootstrap: K > 0 adds bootstrap 95% intervals (K resamples of both sets) to FID and the PRDC metrics.
     """
     from ganbench.metrics.bootstrap import bootstrap_intervals
@@ -126,6 +127,10 @@ def metrics_from_features(
     if "kid" in names:
         kid = options("kid")
         mean, std = kernel_inception_distance(real.features, fake.features, kid["subsets"], kid["subset_size"], seed=seed)
+        if kid["subset_size"] == len(real) == len(fake):
+            # Every subset is then both whole sets reordered: the spread over subsets is 0 by construction
+            # (rounding noise, ~1e-15), not a measured uncertainty, so none is stored.
+            std = None
         out["kid"] = MetricValue(mean, std, options=kid)
     if {"precision", "recall"} & set(names):
         scores = precision_recall(real.features, fake.features, k=PR_K)

@@ -54,6 +54,21 @@ def test_every_applicable_metric_equals_the_reference_libraries():
     assert values["class_kl"].value == pytest.approx(float(np.sum(p * np.log(p * 10))))
 
 
+def test_kid_stores_no_std_when_every_subset_is_both_whole_sets():
+    from ganbench.metrics.kid import kernel_inception_distance
+
+    real, fake = _sets(LENET, n_real=40, n_fake=40)
+    kid = metrics_from_features(real, fake, ["kid"])["kid"]
+    assert kid.options["subset_size"] == 40 and kid.std is None
+    # The metric function still gives torch-fidelity's numbers: a spread of rounding noise only.
+    mean, spread = kernel_inception_distance(real.features, fake.features, 100, 40, seed=2020)
+    assert kid.value == mean and spread < 1e-9 * abs(mean)
+    # One set larger than the subsets: real subsets differ, so the spread is measured and kept.
+    real, fake = _sets(LENET, n_real=60, n_fake=40)
+    kid = metrics_from_features(real, fake, ["kid"])["kid"]
+    assert kid.options["subset_size"] == 40 and kid.std > 1e-6 * abs(kid.value)
+
+
 def test_class_metrics_apply_only_to_the_dataset_classifiers():
     real, fake = _sets(INCEPTION, classes=1008)
     assert "classes_covered" not in applicable_metrics(fake) and "is" in applicable_metrics(fake)
