@@ -160,6 +160,22 @@ def test_csv_markdown_and_html_contents(tmp_path, capsys):
     assert "<table>" in page and "5 ± 1.414" in page and "protocol" in page
 
 
+def test_tables_name_models_by_the_shortest_unique_end_of_their_path(tmp_path, capsys):
+    roots = {"x": tmp_path / "x" / "runs", "y": tmp_path / "y" / "runs", "solo": tmp_path / "solo"}
+    store = write(tmp_path / "r.sqlite", [row(root, "fid", 1.0 + i) for i, root in enumerate(roots.values())])
+    out = tmp_path / "reports"
+    assert main(["report", "--results", str(store), "--out", str(out), "--format", "markdown", "--no-plots"]) == 0
+    texts = {"stdout": capsys.readouterr().out, "md": (out / "leaderboard.md").read_text(),
+             "html": (out / "index.html").read_text()}
+    for where, text in texts.items():
+        # Two runs share `runs/baseline/fashion-mnist`, so they keep one more part; the third needs none.
+        for name in ("x/runs/baseline/fashion-mnist", "y/runs/baseline/fashion-mnist", "solo/baseline/fashion-mnist"):
+            assert f"baseline fashion-mnist {name}" in text, (where, name)
+        assert str(tmp_path) not in text, where
+    # The machine-readable files keep the full paths.
+    assert set(pd.read_csv(out / "leaderboard.csv")["group"]) == {str(r / "baseline" / "fashion-mnist") for r in roots.values()}
+
+
 def test_curves_and_sample_grids_are_written_for_checkpoint_runs(tmp_path):
     root = tmp_path / "run"
     rows = [row(root, m, v + e, seed=s, epoch=e) for s in (0, 1) for e in (10, 20, 30) for m, v in (("fid", 3.0), ("is", 1.0))]

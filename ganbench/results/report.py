@@ -171,11 +171,30 @@ def table_header(table: Table) -> list[str]:
     ]
 
 
-def _display_rows(table: Table, configs: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+def display_names(tables: list[Table]) -> dict[str, str]:
+    """group -> the shortest trailing part of its path that no other group in the report ends with.
+
+    Tables name a model by this rather than by its absolute path, which says more about the machine that
+    evaluated it than about the model (results.csv and leaderboard.csv keep the full paths). A baseline group
+    keeps at least `OUT/baseline/<dataset>`: its last two parts are the same for every baseline run.
+    """
+    groups = sorted({row.group: row.group_kind for t in tables for row in t.rows}.items())
+    parts = {group: Path(group).parts for group, _ in groups}
+    names = {}
+    for group, kind in groups:
+        own = parts[group]
+        keep = min(len(own), 3 if kind == "baseline" else 1)
+        while keep < len(own) and any(o != group and parts[o][-keep:] == own[-keep:] for o in parts):
+            keep += 1
+        names[group] = str(Path(*own[-keep:])) if keep < len(own) else group
+    return names
+
+
+def _display_rows(table: Table, configs: dict[str, str], names: dict[str, str]) -> tuple[list[str], list[list[str]]]:
     head = ["model", "seeds", "epoch per seed", *(["selected on"] if table.rule == "best" else []), *table.metrics]
     body = []
     for row in table.rows:
-        label = f"{row.group_kind} {row.dataset or ''} {row.group}".strip()
+        label = f"{row.group_kind} {row.dataset or ''} {names.get(row.group, row.group)}".strip()
         if configs.get(row.group):
             label += f" ({configs[row.group]})"
         selected = [row.selected_on + (f" - {row.selection_note}" if row.selection_note else "")] if table.rule == "best" else []
@@ -187,10 +206,11 @@ def _display_rows(table: Table, configs: dict[str, str]) -> tuple[list[str], lis
 def markdown(tables: list[Table], configs: dict[str, str]) -> str:
     lines = ["# ganbench leaderboard", "",
              "Regenerate with `ganbench report`; every table compares one protocol only.", ""]
+    names = display_names(tables)
     for table in tables:
         lines += [f"## {table.rule} checkpoint, protocol `{table.protocol_id}`", ""]
         lines += [f"- {line}" for line in table_header(table)] + [""]
-        head, body = _display_rows(table, configs)
+        head, body = _display_rows(table, configs, names)
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "|".join("---" for _ in head) + "|")
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in body]
@@ -199,9 +219,9 @@ def markdown(tables: list[Table], configs: dict[str, str]) -> str:
 
 
 def plain_text(tables: list[Table], configs: dict[str, str]) -> str:
-    blocks = []
+    blocks, names = [], display_names(tables)
     for table in tables:
-        head, body = _display_rows(table, configs)
+        head, body = _display_rows(table, configs, names)
         widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
         lines = [*table_header(table), "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
@@ -312,10 +332,11 @@ def index_html(tables: list[Table], configs: dict[str, str], curves: dict[tuple[
              "<p>Leaderboards from the results store; each table compares numbers of one protocol only. "
              "Files: <a href='leaderboard.md'>leaderboard.md</a>, <a href='leaderboard.csv'>leaderboard.csv</a>, "
              "<a href='results.csv'>results.csv</a>.</p>"]
+    names = display_names(tables)
     for table in tables:
         parts.append(f"<h2>{esc(table.rule)} checkpoint &mdash; protocol <code>{esc(table.protocol_id)}</code></h2>")
         parts += [f"<p class='hdr'>{esc(line)}</p>" for line in table_header(table)]
-        head, body = _display_rows(table, configs)
+        head, body = _display_rows(table, configs, names)
         parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
         for cells in body:
             parts.append("<tr>" + "".join(f"<td{' class=note' if 'optimistic' in c else ''}>{esc(c)}</td>"
@@ -326,7 +347,7 @@ def index_html(tables: list[Table], configs: dict[str, str], curves: dict[tuple[
         images = [(label, src) for (g, label), src in curves.items() if g == group] + grids.get(group, [])
         if not images:
             continue
-        parts.append(f"<h2>{esc(group)}</h2>")
+        parts.append(f"<h2>{esc(names.get(group, group))}</h2>")
         for label, src in images:
             parts.append(f"<figure><img src='{esc(src)}' alt='{esc(label)}'><figcaption>{esc(label)}</figcaption></figure>")
     parts.append("</body></html>")
