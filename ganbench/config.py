@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ganbench.data import DATASETS
 from ganbench.errors import ConfigError
-from ganbench.protocol import PRECISIONS
+from ganbench.protocol import DATASETS, PRECISIONS
 
 DEVICES = ("auto", "cpu", "cuda")
 SPEC_BETAS = (0.9, 0.999)  # PyTorch's Adam default, as the specification has it
@@ -184,3 +184,74 @@ class EvalConfig:
                         f"--num-samples {self.num_samples} is too few for {name}, which needs at least {need}; "
                         "raise --num-samples or drop it from --metrics"
                     )
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """One training run of the lenet classifier. `out=None` means the user cache, lenet-<dataset>.pt."""
+
+    dataset: str = "fashion-mnist"
+    epochs: int = 6
+    batch_size: int = 128
+    seed: int = 0
+    lr: float = 2e-3  # the one-cycle schedule's peak
+    max_train_images: int | None = None
+    max_test_images: int | None = None
+    device: str = "auto"
+    out: str | None = None
+    data_root: str | None = None
+
+    # Fields that do not change the trained weights (given the device), so they stay out of the .pt.
+    NOT_IN_WEIGHTS = ("device", "out", "data_root")
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; expected one of {', '.join(DATASETS)} (--dataset)")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be non-negative, got {self.seed}")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        for flag, value in (("--max-train-images", self.max_train_images), ("--max-test-images", self.max_test_images)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{flag} must be at least 1, got {value}")
+        if self.max_train_images is not None and self.batch_size > self.max_train_images:
+            raise ConfigError(
+                f"--batch-size {self.batch_size} is larger than --max-train-images {self.max_train_images}; "
+                "lower --batch-size or raise --max-train-images"
+            )
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)} (--device)")
+        if self.out is not None and not str(self.out).endswith(".pt"):
+            raise ConfigError(f"--out names the weights file and must end in .pt, got {self.out!r}")
+
+    @property
+    def out_path(self) -> Path:
+        if self.out is not None:
+            return Path(self.out)
+        from ganbench.features import lenet
+
+        return lenet.default_weights_cache() / lenet.weights_file_name(self.dataset)
+
+    @property
+    def sidecar_path(self) -> Path:
+        return self.out_path.with_suffix(".json")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def command(self) -> str:
+        """The `ganbench train classifier` command line that reproduces this run."""
+        defaults = ClassifierConfig(dataset=self.dataset)
+        argv = ["ganbench", "train", "classifier", "--dataset", self.dataset]
+        flags = {"epochs": "--epochs", "seed": "--seed", "batch_size": "--batch-size", "lr": "--lr",
+                 "max_train_images": "--max-train-images", "max_test_images": "--max-test-images",
+                 "device": "--device", "out": "--out", "data_root": "--data-root"}
+        for field, flag in flags.items():
+            value = getattr(self, field)
+            if value is not None and value != getattr(defaults, field):
+                argv += [flag, str(value)]
+        return shlex.join(argv)

@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 from ganbench.errors import ConfigError, DataUnavailableError
+from ganbench.protocol import DATASETS, SPLITS
 
-DATASETS = ("mnist", "fashion-mnist")
-SPLITS = ("train", "test")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # torchvision class name (also its folder name under root) for each dataset.

@@ -1,5 +1,9 @@
 """Protocol constants shared by every stage that produces or stores numbers."""
 
+# The datasets ganbench trains on and takes references from, and their splits (loaded by ganbench.data).
+DATASETS = ("mnist", "fashion-mnist")
+SPLITS = ("train", "test")
+
 # Bump when a change in ganbench alters features or what metrics compute from them, so that old
 # feature-cache entries and stored results are never mixed with new ones.
 METRIC_PROTOCOL_VERSION = 1

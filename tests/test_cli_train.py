@@ -133,3 +133,12 @@ def test_python_dash_m_and_help_work():
     for flag in ("--dataset", "--epochs", "--batch-size", "--seeds", "--device", "--out", "--checkpoint-every",
                  "--resume", "--max-train-images", "--betas", "examples:"):
         assert flag in result.stdout
+
+
+def test_help_imports_no_heavy_library():
+    # Every subcommand's --help is built without torch, numpy, pandas, scipy or matplotlib, so it answers at once
+    # (importing torch alone takes seconds on a small machine).
+    code = ("import sys; from ganbench.cli import build_parser; build_parser(); "
+            "print(','.join(sorted({'torch', 'numpy', 'pandas', 'scipy', 'matplotlib'} & set(sys.modules))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""

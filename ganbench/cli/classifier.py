@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ganbench.data import DATASETS
+from ganbench.protocol import DATASETS
 
 EPILOG = """\
 examples:
@@ -27,7 +27,7 @@ default OUT: $GANBENCH_CACHE/weights/lenet-<dataset>.pt ($XDG_CACHE_HOME or ~/.c
 
 def add_parser(kinds) -> None:
     """Register `train classifier` under `ganbench train`."""
-    from ganbench.train.classifier import ClassifierConfig
+    from ganbench.config import ClassifierConfig
 
     defaults = ClassifierConfig()
     p = kinds.add_parser(
@@ -58,7 +58,7 @@ def add_parser(kinds) -> None:
 
 
 def config_from_args(args):
-    from ganbench.train.classifier import ClassifierConfig
+    from ganbench.config import ClassifierConfig
 
     return ClassifierConfig(
         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, lr=args.lr,

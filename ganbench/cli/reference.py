@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from ganbench.cli.options import add_extractor_flags, extractor_options, parse_extractors
-from ganbench.data import DATASETS, SPLITS
 from ganbench.errors import ConfigError
+from ganbench.protocol import DATASETS, SPLITS
 
 EPILOG = """\
 examples:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ganbench.config import SPEC_BETAS, BaselineConfig
-from ganbench.data import DATASETS
 from ganbench.errors import ConfigError
+from ganbench.protocol import DATASETS
 
 EPILOG = """\
 examples:
