@@ -306,8 +306,8 @@ def _train_epochs(state: TrainingState, dataset: ImageDataset, fingerprint: str,
                     )
 
         state.epoch += 1
+        d_loss_mean, g_loss_mean, d_real_mean, d_fake_mean = (sums / steps_per_epoch).tolist()  # waits for the GPU
         seconds = time.perf_counter() - started
-        d_loss_mean, g_loss_mean, d_real_mean, d_fake_mean = (sums / steps_per_epoch).tolist()
         state.history.append(
             {"epoch": state.epoch, "step": state.step, "d_loss": d_loss_mean, "g_loss": g_loss_mean,
              "d_real": d_real_mean, "d_fake": d_fake_mean, "seconds": seconds, "images_per_s": n / seconds}
