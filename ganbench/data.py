@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganbench.errors import ConfigError, DataUnavailableError
+from ganbench.errors import ConfigError, DataUnavailableError, one_line
 from ganbench.protocol import DATASETS, SPLITS
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -187,7 +187,7 @@ def load_dataset(name: str, split: str = "train", data_root: str | Path | None =
     try:
         dataset = _download_torchvision(name, split, cache)
     except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError depending on what failed
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = one_line(exc, 200)
         fixes = [
             "connect to the internet once so torchvision can download it",
             f"or pass --data-root DIR with {_IDX_PREFIX[split]}-images-idx3-ubyte[.gz] and "

@@ -35,5 +35,12 @@ class ResultsStoreError(GanbenchError):
     """A results file that cannot be opened, read or written (wrong format, newer schema, locked too long)."""
 
 
+def one_line(exc: BaseException, limit: int | None = 160) -> str:
+    """How a one-line error quotes another error: its message with all whitespace collapsed (load_state_dict's
+    reasons sit on the lines after a bare heading), cut to `limit` characters, or its type name when it has none."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
 class GanbenchWarning(UserWarning):
     """Something was wrong but ganbench recovered (a corrupt cache entry recomputed, for example)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ganbench.data import load_dataset
-from ganbench.errors import ConfigError, DataUnavailableError
+from ganbench.errors import ConfigError, DataUnavailableError, one_line
 from ganbench.features.base import FeatureExtractor
 from ganbench.features.cache import cached_features
 from ganbench.features.extract import FeatureSet, extract_features
@@ -88,7 +88,7 @@ def load_reference_statistics(path: str | Path, declared_protocol: dict) -> Refe
                 raise ConfigError(f"{path} holds {', '.join(npz.files)}; reference statistics need arrays 'mu' and 'sigma'")
             mu, sigma = np.asarray(npz["mu"], np.float64), np.asarray(npz["sigma"], np.float64)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataUnavailableError(f"cannot read reference statistics {path}: {str(exc)[:160]}") from exc
+        raise DataUnavailableError(f"cannot read reference statistics {path}: {one_line(exc)}") from exc
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise ConfigError(f"{path}: expected mu (D,) and sigma (D, D), got mu {mu.shape} and sigma {sigma.shape}")
     if not declared_protocol.get("extractor"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ganbench.errors import CheckpointError
+from ganbench.errors import CheckpointError, one_line
 
 
 def load_tensors(path: Path, what: str, map_location: str | torch.device = "cpu") -> object:
@@ -35,8 +35,7 @@ def load_tensors(path: Path, what: str, map_location: str | torch.device = "cpu"
             f"{what} {path} is corrupt or not a plain-tensor file; refused without unpickling it ({detail[:160]})"
         ) from exc
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{what} {path} is corrupt or truncated ({first[:160]})") from exc
+        raise CheckpointError(f"{what} {path} is corrupt or truncated ({one_line(exc)})") from exc
 
 
 def _unpickler_detail(message: str) -> str:

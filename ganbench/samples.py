@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganbench.errors import CheckpointError, ConfigError, DataUnavailableError, SampleError
+from ganbench.errors import CheckpointError, ConfigError, DataUnavailableError, SampleError, one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -158,7 +158,7 @@ def load_baseline_generator(path: Path) -> tuple[torch.nn.Module, int, dict]:
     try:
         generator.load_state_dict(state["generator"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: generator weights do not fit the baseline architecture ({str(exc)[:120]})") from exc
+        raise CheckpointError(f"{path}: generator weights do not fit the baseline architecture ({one_line(exc)})") from exc
     run = {"kind": "baseline", "dataset": state["dataset"]["name"], "seed": state["config"].get("seed"),
            "epoch": state["epoch"], "step": state["step"]}
     return generator, latent_dim, run
@@ -180,13 +180,13 @@ def load_user_generator(spec: str, path: Path) -> tuple[torch.nn.Module, int]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types; weights_only refuses code-carrying pickles
-        raise CheckpointError(f"{path}: not a loadable state dict ({str(exc).splitlines()[0][:160]})") from exc
+        raise CheckpointError(f"{path}: not a loadable state dict ({one_line(exc)})") from exc
     if isinstance(state, dict) and "generator" in state and isinstance(state["generator"], dict):
         state = state["generator"]  # a ganbench-style checkpoint dict
     try:
         module.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: state dict does not fit --generator {spec} ({str(exc)[:160]})") from exc
+        raise CheckpointError(f"{path}: state dict does not fit --generator {spec} ({one_line(exc)})") from exc
     return module, int(latent_dim)
 
 
@@ -198,7 +198,7 @@ def load_npz_images(path: Path) -> torch.Tensor:
                 raise SampleError(f"{path} holds no arrays")
             array = npz[npz.files[0]]
     except (OSError, ValueError) as exc:
-        raise SampleError(f"cannot read {path}: {str(exc)[:160]}") from exc
+        raise SampleError(f"cannot read {path}: {one_line(exc)}") from exc
     return _to_nchw(array, str(path))
 
 

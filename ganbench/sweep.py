@@ -33,7 +33,7 @@ from ganbench import __version__
 from ganbench.config import EvalConfig
 from ganbench.data import DATASETS, SPLITS
 from ganbench.distributed import SOLO, Group
-from ganbench.errors import ConfigError, GanbenchError
+from ganbench.errors import ConfigError, GanbenchError, one_line
 from ganbench.evaluate import applicable_metrics, check_metrics, metric_options, metrics_from_features
 from ganbench.features.cache import cached_features
 from ganbench.features.extract import FeatureSet, extract_features
@@ -168,7 +168,7 @@ class Sweep:
             if split.is_main:
                 plan = self._plan(store, extractor, sha, run, n_fake)
         except GanbenchError as exc:
-            error = _first_line(exc)
+            error = one_line(exc, limit=None)
         error, work = self._agree(error, bool(plan))
         if error is None and not work:
             if split.is_main:
@@ -181,7 +181,7 @@ class Sweep:
                     extractor, self._samples(source, loaded, share), cfg.batch_size, self.device, self.progress,
                     f"features {source.path.name}")
             except GanbenchError as exc:
-                error = _first_line(exc)
+                error = one_line(exc, limit=None)
             error, _ = self._agree(error)
         if error is None:
             fake = self._gather(part)
@@ -195,7 +195,7 @@ class Sweep:
                         results.append(self._row(name, value, extractor, reference, real, fake, source, sha, run, started))
                 store.write_results(results, replace=cfg.force)  # one transaction: all of this source or nothing
             except GanbenchError as exc:
-                error = _first_line(exc)
+                error = one_line(exc, limit=None)
             else:
                 for row in results:
                     self.emit(_public(row))
@@ -371,10 +371,6 @@ def _enough(metric: str, n_real: int, n_fake: int) -> bool:
 
     need = 2 if metric == "kid" else METRICS[metric].min_samples
     return min(n_real, n_fake) >= need
-
-
-def _first_line(exc: GanbenchError) -> str:
-    return str(exc).splitlines()[0]
 
 
 def _run_info(run: dict) -> RunInfo:

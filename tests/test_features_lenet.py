@@ -122,6 +122,27 @@ def test_files_that_are_not_lenet_weights_are_refused(tmp_path):
         build_lenet_fashion_mnist(weights=other)
 
 
+def test_weights_that_do_not_fit_the_network_name_the_mismatch(tmp_path):
+    state = torch.load(PACKAGE_WEIGHTS_DIR / "lenet-fashion-mnist.pt", weights_only=True)
+    key = next(iter(state["state_dict"]))
+    state["state_dict"][key] = torch.zeros(3)
+    wrong = tmp_path / "wrong.pt"
+    torch.save(state, wrong)
+    # torch puts the reason on the line after "Error(s) in loading state_dict for LeNet:"; the one-line error keeps it.
+    with pytest.raises(CheckpointError, match=rf"do not fit the .* network \(Error\(s\) in loading state_dict for "
+                       rf"LeNet: size mismatch for {key}: .*\.\.\.\)$"):
+        build_lenet_fashion_mnist(weights=wrong)
+
+
+def test_one_line_quotes_any_error_on_one_line():
+    from ganbench.errors import one_line
+
+    assert one_line(EOFError()) == "EOFError"  # no message: the type, not an IndexError
+    assert one_line(RuntimeError("heading:\n\tthe reason")) == "heading: the reason"
+    long = one_line(ValueError("x" * 500), 50)
+    assert len(long) == 50 and long.endswith("...")
+
+
 def test_lenet_mnist_offline_without_cache_says_how_to_fix(isolated_cache):
     with pytest.raises(
         DataUnavailableError,

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ganbench.atomic import atomic_write_bytes
-from ganbench.errors import GanbenchWarning
+from ganbench.errors import GanbenchWarning, one_line
 from ganbench.features.extract import FeatureSet
 from ganbench.protocol import METRIC_PROTOCOL_VERSION
 
@@ -66,7 +66,7 @@ def load_feature_set(path: Path, fields: dict) -> FeatureSet:
             features = npz["features"]
             logits = npz["logits"] if "logits" in npz.files else None
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise ValueError(f"unreadable ({type(exc).__name__}: {str(exc)[:120]})") from exc
+        raise ValueError(f"unreadable ({type(exc).__name__}: {one_line(exc, 120)})") from exc
     if meta.get("key") != cache_key(fields) or meta.get("fields") != json.loads(json.dumps(fields)):
         raise ValueError("its stored key does not match the request")
     if features.ndim != 2 or (logits is not None and logits.shape[0] != features.shape[0]):

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ganbench.errors import CheckpointError, ConfigError, DataUnavailableError
+from ganbench.errors import CheckpointError, ConfigError, DataUnavailableError, one_line
 from ganbench.features.base import ExtractorOutput, FeatureExtractor
 from ganbench.safeload import load_tensors
 
@@ -167,8 +167,7 @@ class LeNetExtractor(FeatureExtractor):
         try:
             self.net.load_state_dict(state["state_dict"])
         except (RuntimeError, KeyError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"{self.name} weights do not fit the {ARCHITECTURE} network ({first[:160]})") from exc
+            raise CheckpointError(f"{self.name} weights do not fit the {ARCHITECTURE} network ({one_line(exc)})") from exc
         self.eval()
         self.requires_grad_(False)
         device = torch.device(device)

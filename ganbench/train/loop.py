@@ -36,7 +36,7 @@ from torch import nn
 from ganbench import __version__
 from ganbench.config import BaselineConfig, check_writable_dir
 from ganbench.data import ImageDataset, load_dataset
-from ganbench.errors import CheckpointError, ConfigError
+from ganbench.errors import CheckpointError, ConfigError, one_line
 from ganbench.train import checkpoint as ckpt
 from ganbench.train.models import images_to_model, make_discriminator, make_generator, model_to_images
 from ganbench.train.outputs import (
@@ -220,8 +220,8 @@ def train_baseline(cfg: BaselineConfig, resume: bool = False, progress: bool = T
             _train_epochs(state, dataset, fingerprint, run_dir, progress)
         except Exception as exc:
             if cfg.compile and _is_compile_failure(exc):
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise ConfigError(f"--compile: torch.compile failed here ({first[:200]}); train without --compile") from exc
+                raise ConfigError(f"--compile: torch.compile failed here ({one_line(exc, 200)}); "
+                                  "train without --compile") from exc
             raise
     return run_dir
 
@@ -235,7 +235,7 @@ def compiled(module: nn.Module) -> nn.Module:
     try:
         return torch.compile(module, options={"fallback_random": True})
     except RuntimeError as exc:  # e.g. a Python version that Dynamo does not support yet
-        raise ConfigError(f"--compile: torch.compile is unavailable ({str(exc).splitlines()[0][:200]}); "
+        raise ConfigError(f"--compile: torch.compile is unavailable ({one_line(exc, 200)}); "
                           "train without --compile") from exc
 
 
