@@ -112,7 +112,7 @@ class Sweep:
         if not self.references and any(s.kind != "checkpoint" for s in sources):
             raise ConfigError("folders, .npz files and --generator sources need --reference DATASET:SPLIT, FOLDER or NPZ")
         device = resolve_device(cfg.device)
-        self.device = str(torch.device("cuda", world.local_rank) if device.type == "cuda" and world.world_size > 1 else device)
+        self.device = str(world.device if world.world_size > 1 else device)  # a rank works on its own GPU
         mine = sources if self.split is world else sources[world.rank :: world.world_size]
         emit, held = self.emit, []
         if not world.is_main:

@@ -82,7 +82,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cuda-graphs", action="store_true",
                    help="capture the whole training step (forwards, backwards, both Adam updates, noise and dropout) "
                    "once as a CUDA graph and replay it: one launch per step instead of ~100, the same maths. "
-                   "CUDA only; measured by bench/gpu.py (default: off)")
+                   "CUDA only; 100 epochs took 52 s of steps on an H200, see the README (default: off)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_baseline)
 
