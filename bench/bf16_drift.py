@@ -30,8 +30,9 @@ from ganbench.data import load_dataset
 from ganbench.features.extract import extract_features
 from ganbench.features.registry import build_extractor
 from ganbench.metrics.fid import fid_from_features
+from ganbench.protocol import precisions_on
 
-REDUCED = {"cpu": ("bf16",), "cuda": ("tf32", "bf16")}
+REDUCED = {device: tuple(p for p in precisions_on(device) if p != "fp32") for device in ("cpu", "cuda")}
 
 
 def generator_like(images: torch.Tensor, seed: int) -> torch.Tensor:

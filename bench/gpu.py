@@ -35,11 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ganbench.protocol import precisions_on
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from features_bench import TorchFidelityImages, write_random_weights  # noqa: E402
 
 METRICS = ("fid", "is", "kid", "precision", "recall", "density", "coverage")
-PRECISIONS = {"cuda": ("fp32", "tf32", "bf16"), "cpu": ("fp32", "bf16")}
+PRECISIONS = {device: precisions_on(device) for device in ("cuda", "cpu")}
 # torch-fidelity runs with PyTorch's defaults, under which cuDNN convolutions use TF32 on Ampere and newer GPUs.
 PEER_EXTRACTOR = "torch-fidelity FeatureExtractorInceptionV3 float32 (PyTorch defaults)"
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ganbench.errors import ConfigError
-from ganbench.protocol import PRECISIONS
+from ganbench.protocol import PRECISIONS, precisions_on
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class FeatureExtractor(nn.Module):
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)} (--precision)")
         device = _device_of(self)
-        if precision == "tf32" and device.type != "cuda":
+        if precision not in precisions_on(device.type):
             raise ConfigError(f"--precision tf32 is a CUDA tensor-core format and this extractor runs on {device.type}; "
                               "use --precision fp32 or bf16, or --device cuda")
         if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
