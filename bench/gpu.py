@@ -42,6 +42,9 @@ from features_bench import TorchFidelityImages, write_random_weights  # noqa: E4
 
 METRICS = ("fid", "is", "kid", "precision", "recall", "density", "coverage")
 PRECISIONS = {device: precisions_on(device) for device in ("cuda", "cpu")}
+# --device cpu: every code path on sizes that run in a few minutes on 2 cores (--compile's compilation dominates).
+SMOKE_SIZES = {"epochs": 2, "train_images": 1024, "steps": 20, "images": 64, "batch": 32, "num_samples": 64,
+               "reference_size": 64, "rounds": 1}
 # torch-fidelity runs with PyTorch's defaults, under which cuDNN convolutions use TF32 on Ampere and newer GPUs.
 PEER_EXTRACTOR = "torch-fidelity FeatureExtractorInceptionV3 float32 (PyTorch defaults)"
 
@@ -289,6 +292,10 @@ def main() -> None:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="cpu: a smoke test of this script on tiny sizes, not a measurement (default: %(default)s)")
     args = parser.parse_args()
+    if args.device == "cpu":  # the sizes the user did not set shrink to a smoke test's
+        for name, value in SMOKE_SIZES.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
     if args.device == "cuda":
         require_cuda()
         torch.backends.cudnn.benchmark = True

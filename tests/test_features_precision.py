@@ -10,8 +10,8 @@ import torch
 
 from ganbench.cli import main
 from ganbench.config import EvalConfig
-from ganbench.errors import ConfigError
-from ganbench.features import cache
+from ganbench.errors import ConfigError, GanbenchWarning
+from ganbench.features import base, cache
 from ganbench.features.extract import extract_features
 from ganbench.features.registry import build_extractor
 from ganbench.metrics.fid import fid_from_features
@@ -19,6 +19,12 @@ from ganbench.reference import reference_features
 from ganbench.results import ResultsStore
 
 EXTRACTOR = "lenet-fashion-mnist"
+
+
+@pytest.fixture(autouse=True)
+def bf16_cpu(monkeypatch):
+    """These tests check what bf16 computes, on any CPU: the warning about emulated bf16 is pinned on its own below."""
+    monkeypatch.setattr(base, "cpu_has_bf16", lambda: True)
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +84,17 @@ def test_tf32_is_refused_off_cuda_with_the_fix():
     with pytest.raises(ConfigError, match=r"--precision tf32 is a CUDA tensor-core format and this extractor runs on "
                                           r"cpu; use --precision fp32 or bf16, or --device cuda"):
         build_extractor(EXTRACTOR, precision="tf32", device="cpu")
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_that_it_is_slower(monkeypatch):
+    monkeypatch.setattr(base, "cpu_has_bf16", lambda: False)
+    with pytest.warns(GanbenchWarning, match=r"--precision bf16: this CPU has no bf16 instructions .* slower than fp32, "
+                                             r"not faster .* use --precision fp32 here"):
+        extractor = build_extractor(EXTRACTOR, precision="bf16", device="cpu")
+    assert extractor.precision == "bf16"  # still computed as asked: the numbers are right, only slow
+    monkeypatch.setattr(base, "cpu_has_bf16", lambda: True)
+    build_extractor(EXTRACTOR, precision="bf16", device="cpu")  # no warning (pytest turns warnings into errors)
+
+
+def test_the_cpu_bf16_probe_answers_on_this_machine():
+    assert isinstance(torch.ops.mkldnn._is_mkldnn_bf16_supported(), bool)  # the private op the probe relies on exists

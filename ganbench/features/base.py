@@ -18,6 +18,7 @@ their own stored results. Features and logits come back as float32 either way, a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ganbench.errors import ConfigError
+from ganbench.errors import ConfigError, GanbenchWarning
 from ganbench.protocol import PRECISIONS, precisions_on
 
 
@@ -76,6 +77,11 @@ class FeatureExtractor(nn.Module):
                               "use --precision fp32 or bf16, or --device cuda")
         if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ConfigError(f"{torch.cuda.get_device_name(device)} has no bf16 support; use --precision fp32")
+        if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+            # Still correct, so not refused; but the only reason to ask for bf16 is speed, and here it costs speed.
+            warnings.warn("--precision bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 is emulated "
+                          "and slower than fp32, not faster (on a 2-core AVX2 CPU: lenet 9x, Inception 18x slower); "
+                          "use --precision fp32 here", GanbenchWarning, stacklevel=2)
         self.precision = precision
         return self
 
@@ -92,6 +98,14 @@ class FeatureExtractor(nn.Module):
 
     def _forward(self, images: torch.Tensor) -> ExtractorOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN finds bf16 instructions on this CPU; without them bf16 autocast is emulated, and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN, or the probe renamed: no warning rather than a guess
+        return True
 
 
 @contextmanager
