@@ -43,8 +43,8 @@ from features_bench import TorchFidelityImages, write_random_weights  # noqa: E4
 METRICS = ("fid", "is", "kid", "precision", "recall", "density", "coverage")
 PRECISIONS = {device: precisions_on(device) for device in ("cuda", "cpu")}
 # --device cpu: every code path on sizes that run in a few minutes on 2 cores (--compile's compilation dominates).
-SMOKE_SIZES = {"epochs": 2, "train_images": 1024, "steps": 20, "images": 64, "batch": 32, "num_samples": 64,
-               "reference_size": 64, "rounds": 1}
+SMOKE_SIZES = {"epochs": 2, "train_images": 1024, "steps": 20, "images": 8, "batch": 10, "num_samples": 20,
+               "reference_size": 20, "rounds": 1}
 # torch-fidelity runs with PyTorch's defaults, under which cuDNN convolutions use TF32 on Ampere and newer GPUs.
 PEER_EXTRACTOR = "torch-fidelity FeatureExtractorInceptionV3 float32 (PyTorch defaults)"
 
