@@ -20,6 +20,29 @@ DEVICES = ("auto", "cpu", "cuda")
 SPEC_BETAS = (0.9, 0.999)  # PyTorch's Adam default, as the specification has it
 
 
+def _check_training_run(cfg: BaselineConfig | ClassifierConfig) -> None:
+    """The checks both training commands share, each message naming the flag that fixes it."""
+    if cfg.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg.dataset!r}; expected one of {', '.join(DATASETS)} (--dataset)")
+    if cfg.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if cfg.max_train_images is not None and cfg.max_train_images < 1:
+        raise ConfigError(f"--max-train-images must be at least 1, got {cfg.max_train_images}")
+    if cfg.max_train_images is not None and cfg.batch_size > cfg.max_train_images:
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} is larger than --max-train-images {cfg.max_train_images}; "
+            "lower --batch-size or raise --max-train-images"
+        )
+    if cfg.seed < 0:
+        raise ConfigError(f"--seed must be non-negative, got {cfg.seed}")
+    if not cfg.lr > 0:
+        raise ConfigError(f"learning rate must be positive, got {cfg.lr}")
+    if cfg.device not in DEVICES:
+        raise ConfigError(f"unknown device {cfg.device!r}; expected one of {', '.join(DEVICES)} (--device)")
+
+
 @dataclass(frozen=True)
 class BaselineConfig:
     """One training run of the specified GAN (one seed)."""
@@ -43,29 +66,11 @@ class BaselineConfig:
     RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device", "out", "data_root", "compile", "cuda_graphs")
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; expected one of {', '.join(DATASETS)} (--dataset)")
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.max_train_images is not None and self.max_train_images < 1:
-            raise ConfigError(f"--max-train-images must be at least 1, got {self.max_train_images}")
-        if self.max_train_images is not None and self.batch_size > self.max_train_images:
-            raise ConfigError(
-                f"--batch-size {self.batch_size} is larger than --max-train-images {self.max_train_images}; "
-                "lower --batch-size or raise --max-train-images"
-            )
+        _check_training_run(self)
         if self.checkpoint_every < 1:
             raise ConfigError(f"--checkpoint-every must be at least 1 epoch, got {self.checkpoint_every}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be non-negative, got {self.seed}")
-        if not self.lr > 0:
-            raise ConfigError(f"learning rate must be positive, got {self.lr}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"--betas must be two numbers in [0, 1), got {self.betas}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)} (--device)")
         if self.compile and self.cuda_graphs:
             raise ConfigError("--compile and --cuda-graphs are alternatives; choose one (--cuda-graphs is the faster on GPUs)")
         if self.cuda_graphs and self.device == "cpu":
@@ -205,26 +210,9 @@ class ClassifierConfig:
     NOT_IN_WEIGHTS = ("device", "out", "data_root")
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; expected one of {', '.join(DATASETS)} (--dataset)")
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be non-negative, got {self.seed}")
-        if not self.lr > 0:
-            raise ConfigError(f"learning rate must be positive, got {self.lr}")
-        for flag, value in (("--max-train-images", self.max_train_images), ("--max-test-images", self.max_test_images)):
-            if value is not None and value < 1:
-                raise ConfigError(f"{flag} must be at least 1, got {value}")
-        if self.max_train_images is not None and self.batch_size > self.max_train_images:
-            raise ConfigError(
-                f"--batch-size {self.batch_size} is larger than --max-train-images {self.max_train_images}; "
-                "lower --batch-size or raise --max-train-images"
-            )
-        if self.device not in DEVICES:
-            raise ConfigError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)} (--device)")
+        _check_training_run(self)
+        if self.max_test_images is not None and self.max_test_images < 1:
+            raise ConfigError(f"--max-test-images must be at least 1, got {self.max_test_images}")
         if self.out is not None and not str(self.out).endswith(".pt"):
             raise ConfigError(f"--out names the weights file and must end in .pt, got {self.out!r}")
 

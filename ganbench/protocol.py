@@ -19,6 +19,7 @@ def precisions_on(device_type: str) -> tuple[str, ...]:
     """The precisions features can be computed in on a device type ("cpu", "cuda"): tf32 exists on CUDA only."""
     return PRECISIONS if device_type == "cuda" else tuple(p for p in PRECISIONS if p != "tf32")
 
+
 # The two references every checkpoint is scored against by default (see `default_references`):
 # the best checkpoint is *selected* on a fixed, seeded subset of the training split and *reported*
 # on the held-out test split, so the published number is never the one the choice was made on.

@@ -31,13 +31,12 @@ import torch
 
 from ganbench import __version__
 from ganbench.config import EvalConfig
-from ganbench.data import DATASETS, SPLITS
 from ganbench.distributed import SOLO, Group
 from ganbench.errors import ConfigError, GanbenchError, one_line
 from ganbench.evaluate import applicable_metrics, check_metrics, metric_options, metrics_from_features
 from ganbench.features.cache import cached_features
 from ganbench.features.extract import FeatureSet, extract_features
-from ganbench.protocol import METRIC_PROTOCOL_VERSION, SELECTION_SUBSET_SEED, default_references
+from ganbench.protocol import DATASETS, METRIC_PROTOCOL_VERSION, SELECTION_SUBSET_SEED, SPLITS, default_references
 from ganbench.results import Protocol, ResultRow, ResultsStore, RunInfo
 from ganbench.samples import (
     Source,
