@@ -43,7 +43,10 @@ def metric_options(name: str, n_real: int, n_fake: int, *, seed: int = METRIC_SE
         options = {"splits": IS_SPLITS, "seed": seed}
     elif name == "kid":
         size = kid_subset_size or min(KID_SUBSET_SIZE, n_real, n_fake)
-        options = {"subsets": KID_SUBSETS, "subset_size": size, "degree": 3, "seed": seed}
+        # "draw": which set's subset is drawn first in each round. Results stored before it was recorded drew the
+        # real subset first (other subsets than torch-fidelity's); naming it gives them another protocol key, so
+        # they are recomputed instead of being mistaken for these.
+        options = {"subsets": KID_SUBSETS, "subset_size": size, "degree": 3, "seed": seed, "draw": "generated-first"}
     elif name in ("precision", "recall"):
         options = {"k": PR_K}
     elif name in ("density", "coverage"):

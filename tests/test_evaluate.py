@@ -94,3 +94,16 @@ def test_bad_requests():
     other = FeatureSet(fake.features, fake.logits, INCEPTION)
     with pytest.raises(MetricError, match="different protocols"):
         metrics_from_features(real, other, ["fid"])
+
+
+def test_kid_equals_torch_fidelity_with_the_roles_of_its_command_line():
+    # fidelity --kid --input1 FAKE --input2 REAL, subsets (40) smaller than both sets (120 real, 90 generated)
+    import torch
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    real, fake = _sets(INCEPTION, n_real=120, n_fake=90, seed=3)
+    values = metrics_from_features(real, fake, ["kid"], kid_subset_size=40)
+    ref = kid_features_to_metric(torch.from_numpy(fake.features), torch.from_numpy(real.features), kid_subsets=100,
+                                 kid_subset_size=40, rng_seed=2020, verbose=False)
+    assert values["kid"].value == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-6)
+    assert values["kid"].std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-6)

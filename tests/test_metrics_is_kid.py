@@ -63,8 +63,8 @@ def _features(n=200, d=64, shift=0.0, seed=0):
 
 def test_kid_equals_torch_fidelity_for_the_same_seed():
     x, y = _features(seed=1), _features(n=180, shift=0.3, seed=2)
-    ref = kid_features_to_metric(
-        torch.from_numpy(x), torch.from_numpy(y), kid_subsets=10, kid_subset_size=100, rng_seed=3, verbose=False
+    ref = kid_features_to_metric(  # input1 is the generated set
+        torch.from_numpy(y), torch.from_numpy(x), kid_subsets=10, kid_subset_size=100, rng_seed=3, verbose=False
     )
     mean, std = kernel_inception_distance(x, y, subsets=10, subset_size=100, seed=3)
     assert mean == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-9)
@@ -76,7 +76,7 @@ def test_kid_equals_torch_fidelity_for_the_same_seed():
 def test_kid_equals_torch_fidelity_with_custom_kernel():
     x, y = _features(seed=5), _features(shift=0.1, seed=6)
     ref = kid_features_to_metric(
-        torch.from_numpy(x), torch.from_numpy(y), kid_subsets=5, kid_subset_size=50, rng_seed=0, verbose=False,
+        torch.from_numpy(y), torch.from_numpy(x), kid_subsets=5, kid_subset_size=50, rng_seed=0, verbose=False,
         kid_kernel_poly_degree=2, kid_kernel_poly_gamma=0.5, kid_kernel_poly_coef0=0.25,
     )
     mean, _ = kernel_inception_distance(x, y, subsets=5, subset_size=50, degree=2, gamma=0.5, coef0=0.25, seed=0)
@@ -93,7 +93,8 @@ def test_kid_is_torchmetrics_estimator():
     rng = np.random.RandomState(11)
     per_subset = []
     for _ in range(5):
-        xi, yi = x[rng.choice(200, 50, replace=False)], y[rng.choice(200, 50, replace=False)]
+        yi = y[rng.choice(200, 50, replace=False)]  # the generated subset is drawn first
+        xi = x[rng.choice(200, 50, replace=False)]
         per_subset.append(float(poly_mmd(torch.from_numpy(xi), torch.from_numpy(yi))))
     mean, std = kernel_inception_distance(x, y, subsets=5, subset_size=50, seed=11)
     assert mean == pytest.approx(np.mean(per_subset), rel=1e-10)
@@ -132,3 +133,16 @@ def test_kid_bad_inputs():
     bad[0, 0] = np.inf
     with pytest.raises(MetricError, match=r"fake features: 1 value\(s\) are NaN or inf"):
         kernel_inception_distance(x, bad, subset_size=100)
+
+
+def test_kid_draws_subsets_in_the_order_of_torch_fidelitys_command_line():
+    # `fidelity --kid --input1 FAKE --input2 REAL` draws input1's (the generated) subset first in every round.
+    # ganbench takes (real, fake); with subsets smaller than both sets, a different order gives other subsets
+    # (KID off by ~1%, its std by ~10%), so the roles must line up, std included.
+    real, fake = _features(n=150, seed=21), _features(n=100, shift=0.2, seed=22)
+    ref = kid_features_to_metric(
+        torch.from_numpy(fake), torch.from_numpy(real), kid_subsets=20, kid_subset_size=50, rng_seed=2020, verbose=False
+    )
+    mean, std = kernel_inception_distance(real, fake, subsets=20, subset_size=50, seed=2020)
+    assert mean == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-9)
+    assert std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-9)

@@ -3,7 +3,8 @@
 Paper: Binkowski et al. 2018, "Demystifying MMD GANs". Reference implementation matched:
 torch-fidelity's `metric_kid.kid_features_to_metric` (kernel (gamma x.y + coef0)^degree with
 gamma = 1 / D by default; subsets drawn by `np.random.RandomState(seed).choice(N, m, replace=False)`,
-real then fake for each subset; mean and population std over subsets). torchmetrics'
+the generated set's subset first, then the real set's, in every round, as `fidelity --kid --input1 FAKE
+--input2 REAL` does; mean and population std over subsets). torchmetrics'
 `KernelInceptionDistance` computes the same estimator but draws subsets from torch's global RNG.
 
 Kernels are computed in float64: the estimator is a difference of large kernel sums.
@@ -41,7 +42,9 @@ def kernel_inception_distance(
     """(mean, std) of unbiased polynomial MMD^2 over `subsets` random subsets of `subset_size` per side.
 
     real, fake: (N, D) numpy arrays or tensors, same D, each N >= subset_size >= 2. The RNG is a
-    `np.random.RandomState(seed)` of its own; global numpy and torch RNG state is never touched.
+    `np.random.RandomState(seed)` of its own; global numpy and torch RNG state is never touched. Each round
+    draws the fake subset first (torch-fidelity's input1 is the generated set), so the subsets, and with them
+    mean and std, equal torch-fidelity's for the same seed whenever a subset is smaller than a set.
     """
     subsets = check_positive_int(subsets, "subsets")
     subset_size = check_positive_int(subset_size, "subset_size")
@@ -61,7 +64,7 @@ def kernel_inception_distance(
     rng = np.random.RandomState(seed)
     mmds = np.empty(subsets)
     for i in range(subsets):
-        x = real[rng.choice(n_real, subset_size, replace=False)]
         y = fake[rng.choice(n_fake, subset_size, replace=False)]
+        x = real[rng.choice(n_real, subset_size, replace=False)]
         mmds[i] = polynomial_mmd2(x, y, degree, gamma, coef0)
     return float(mmds.mean()), float(mmds.std())
