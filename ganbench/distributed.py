@@ -70,6 +70,10 @@ class Group:
     def all_gather_object(self, obj: T) -> list[T]:
         return [obj]
 
+    def broadcast_object(self, obj: T) -> T:
+        """The main rank's `obj` on every rank (the others pass anything)."""
+        return obj
+
     def sum(self, value: int) -> int:
         return value
 
@@ -126,6 +130,11 @@ class ProcessGroup(Group):
         out: list[Any] = [None] * self.world_size
         self._dist.all_gather_object(out, obj)
         return out
+
+    def broadcast_object(self, obj: T) -> T:
+        box = [obj]
+        self._dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def sum(self, value: int) -> int:
         total = torch.tensor([value], dtype=torch.int64, device=self.device)

@@ -22,6 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -635,3 +636,120 @@ def test_several_references_in_one_call(ws, tmp_path):
     # generated once: the generated-set-only metrics agree across references
     for metric in ("is", "classes_covered", "class_kl"):
         assert test[metric]["value"] == train[metric]["value"]
+
+
+# -- 14. failures that belong to one source or one reference, never to the sweep ------------------------------------
+
+
+def test_a_reference_that_cannot_be_loaded_fails_each_source_that_needs_it_and_the_sweep_goes_on(ws, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    results = tmp_path / "r.sqlite"
+    first, last = ws.checkpoints[0], ws.checkpoints[-1]
+    capsys.readouterr()
+    code = main(eval_args(ws, results, first, last, extra=("--reference", str(empty), "--reference", "fashion-mnist:test",
+                                                            "--metrics", "fid,precision")))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    rows = stored(results)
+    for checkpoint in (first, last):
+        mine = [r for r in rows if r["source_path"] == str(checkpoint)]
+        ok = {r["metric"] for r in mine if r["reference_name"] == "fashion-mnist:test" and r["status"] == "ok"}
+        bad = [r for r in mine if r["reference_name"] == str(empty)]
+        assert ok == {"fid", "precision"}
+        assert {r["metric"] for r in bad} == {"fid", "precision"} and all(r["status"] == "failed" for r in bad)
+        assert all(r["error"].startswith(f"reference {empty}:") for r in bad)
+    assert len(ganbench_lines(err, "FAILED")) == 2  # one line per source
+
+
+def test_statistics_npz_reference_gives_fid_with_its_sha256_in_the_protocol(ws, tmp_path, capsys):
+    # `ganbench reference --stats-out` writes the pytorch-fid format; eval against it must equal eval against the images
+    stats = tmp_path / "stats.npz"
+    assert main(["reference", "--dataset", "fashion-mnist", "--split", "test", "--extractor", EXTRACTOR, "--data-root",
+                 str(ws.data_root), "--cache-dir", str(ws.cache), "--device", "cpu", "--quiet", "--stats-out", str(stats)]) == 0
+    results = tmp_path / "r.sqlite"
+    checkpoint = ws.checkpoints[-1]
+    capsys.readouterr()
+    assert main(eval_args(ws, results, checkpoint, extra=("--reference", str(stats), "--reference", "fashion-mnist:test"))) == 0
+    err = capsys.readouterr().err
+    assert "holds statistics (mu, sigma): fid is computed against it" in err
+    rows = stored(results)
+    against_stats = {r["metric"]: r for r in rows if r["reference_name"] == str(stats)}
+    against_images = {r["metric"]: r for r in rows if r["reference_name"] == "fashion-mnist:test"}
+    assert set(against_stats) == {"fid", "is", "classes_covered", "class_kl"}  # no metric needing reference features
+    assert against_stats["fid"]["value"] == pytest.approx(against_images["fid"]["value"], rel=1e-9)
+    assert against_stats["is"]["value"] == against_images["is"]["value"]
+    assert json.loads(against_stats["fid"]["protocol_json"])["options"]["reference_sha256"] == file_sha256(stats)
+    with np.load(stats) as npz:  # and pytorch-fid's own formula on the same statistics
+        from pytorch_fid.fid_score import calculate_frechet_distance
+
+        from ganbench.metrics.fid import feature_statistics
+        from ganbench.samples import generate, load_baseline_generator
+
+        module, latent_dim, _ = load_baseline_generator(checkpoint)
+        from ganbench.features.extract import extract_features
+        from ganbench.features.registry import build_extractor
+
+        fake = extract_features(build_extractor(EXTRACTOR, device="cpu"), generate(module, latent_dim, 64, 0))
+        mu, sigma = feature_statistics(fake.features)
+        with warnings.catch_warnings():  # 64 samples: singular covariances, which pytorch-fid's sqrtm warns about
+            warnings.simplefilter("ignore")
+            expected = calculate_frechet_distance(mu, sigma, npz["mu"], npz["sigma"])
+    assert against_stats["fid"]["value"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_statistics_reference_with_metrics_that_need_features_is_an_option_error(ws, tmp_path, capsys):
+    stats = tmp_path / "stats.npz"
+    np.savez(stats, mu=np.zeros(3), sigma=np.eye(3))
+    capsys.readouterr()
+    extra = ("--reference", str(stats), "--metrics", "fid,kid")
+    assert main(eval_args(ws, tmp_path / "r.sqlite", ws.checkpoints[0], extra=extra)) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"ganbench: error: --reference .*stats\.npz holds statistics \(mu, sigma\), not images, so kid "
+                        r"cannot use it .*", err), err
+
+
+def test_a_source_too_small_for_any_metric_is_a_failure_row_never_already_stored(ws, tmp_path, capsys):
+    empty, one = tmp_path / "none.npz", tmp_path / "one.npz"
+    np.savez(empty, images=np.zeros((0, 28, 28), np.uint8))
+    np.savez(one, images=np.zeros((1, 28, 28), np.uint8))
+    results = tmp_path / "r.sqlite"
+    for source, metrics in ((empty, "fid,is"), (one, "fid,is")):
+        for extra in (("--metrics", metrics), ("--metrics", metrics, "--force")):
+            capsys.readouterr()
+            assert main(eval_args(ws, results, source, extra=extra)) == 1
+            err = capsys.readouterr().err
+            assert "already in" not in err and f"FAILED {source}" in err
+            assert "Traceback" not in err
+    rows = stored(results)
+    assert {(r["source_path"], r["metric"], r["status"]) for r in rows} == {
+        (str(s), m, "failed") for s in (empty, one) for m in ("fid", "is")}
+    assert {r["n_generated"] for r in rows if r["source_path"] == str(one)} == {1}
+    assert all("needs at least" in r["error"] for r in rows if r["source_path"] == str(one))
+
+
+def test_metrics_dropped_for_too_few_samples_are_said_and_recorded(ws, tmp_path, capsys):
+    npz = tmp_path / "five.npz"
+    np.savez(npz, images=np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8))
+    results = tmp_path / "r.sqlite"
+    capsys.readouterr()
+    assert main(eval_args(ws, results, npz)) == 0
+    notes = ganbench_lines(capsys.readouterr().err, "note")
+    assert len(notes) == 1 and "not computed" in notes[0]
+    assert all(m in notes[0] for m in ("is (needs at least 10", "density (needs at least 6", "coverage"))
+    rows = {r["metric"]: r for r in stored(results)}
+    assert {m for m, r in rows.items() if r["status"] == "ok"} == {"fid", "kid", "precision", "recall", "classes_covered",
+                                                                   "class_kl"}
+    assert rows["is"]["status"] == "failed" and rows["is"]["error"].startswith("not computed: needs at least 10")
+
+
+def test_failed_rows_of_an_npz_record_its_real_image_count(ws, tmp_path):
+    npz = tmp_path / "thirty.npz"
+    np.savez(npz, images=np.zeros((30, 28, 28), np.uint8))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    results = tmp_path / "r.sqlite"
+    assert main(eval_args(ws, results, npz, extra=("--reference", str(empty), "--metrics", "fid"))) == 1
+    rows = stored(results)
+    assert [(r["status"], r["n_generated"]) for r in rows] == [("failed", 30)]

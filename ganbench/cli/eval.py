@@ -96,7 +96,7 @@ COLUMNS = ("source", "metric", "value", "std", "ci_low", "ci_high", "extractor",
 
 def run(args) -> int:
     from ganbench.distributed import launch
-    from ganbench.train.loop import resolve_device
+    from ganbench.devices import resolve_device
 
     cfg = config_from_args(args)
     with launch(resolve_device(cfg.device)) as group:  # a no-op outside torchrun

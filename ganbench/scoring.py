@@ -1,0 +1,303 @@
+"""One source -> its result rows: load -> samples -> features -> metrics -> rows, or failure rows.
+
+This module knows nothing of ranks or processes. `ganbench.sweep` runs `Scorer.score` for each source, and under
+torchrun hands it a `features` function that splits the samples across ranks; here a source is always whole.
+
+Every failure of a source becomes rows with status 'failed' and its one-line reason, and the next source runs:
+a source that cannot be read, a generator giving NaN, a reference it needs that cannot be loaded (that
+reference's rows only), a metric that cannot be computed (too few samples: that metric's row, with why). A
+source's rows, good and failed, are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ganbench import __version__
+from ganbench.config import EvalConfig
+from ganbench.errors import ConfigError, GanbenchError, SampleError, one_line
+from ganbench.evaluate import MetricValue, applicable_metrics, metric_options, metrics_from_features
+from ganbench.features.extract import FeatureSet
+from ganbench.metrics.registry import METRICS
+from ganbench.protocol import DATASETS, METRIC_PROTOCOL_VERSION, default_references
+from ganbench.reference import NEEDS_REFERENCE_FEATURES, Reference, References, ReferenceStatistics, parse_reference
+from ganbench.results import Protocol, ResultRow, ResultsStore, RunInfo
+from ganbench.samples import (
+    Source,
+    generate,
+    load_baseline_generator,
+    load_folder_images,
+    load_npz_images,
+    load_user_generator,
+    source_sha256,
+)
+
+UNKNOWN_REFERENCE = Reference("unknown:test")  # the failed rows of a checkpoint too broken to name its dataset
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A source ready to give samples: a generator (module, latent size) or images, its run fields, its sample count."""
+
+    run: dict
+    count: int
+    generator: tuple[torch.nn.Module, int] | None = None
+    images: torch.Tensor | None = None
+
+
+def load_source(source: Source, cfg: EvalConfig) -> Loaded:
+    """The generator or the first --num-samples images of a source (never more are decoded)."""
+    if source.kind == "checkpoint":
+        module, latent_dim, run = load_baseline_generator(source.path)
+        return Loaded(run, cfg.num_samples, generator=(module, latent_dim))
+    if source.kind == "generator":
+        return Loaded(dict(source.run), cfg.num_samples, generator=load_user_generator(cfg.generator, source.path))
+    load = load_npz_images if source.kind == "npz" else load_folder_images
+    try:  # TEMPORARY until the loaders take limit=
+        images = load(source.path, limit=cfg.num_samples)[: cfg.num_samples]
+    except TypeError:
+        images = load(source.path)[: cfg.num_samples]
+    if images.shape[0] == 0:
+        raise SampleError(f"{source.label} yields no images")
+    return Loaded(dict(source.run), int(images.shape[0]), images=images)
+
+
+def samples(loaded: Loaded, cfg: EvalConfig, rows: tuple[int, int], device: str, progress=None) -> torch.Tensor:
+    """Samples [start, stop) of a loaded source as uint8 NCHW: the seeded generator's, or the images'."""
+    if loaded.images is not None:
+        return loaded.images[rows[0] : rows[1]]
+    module, latent_dim = loaded.generator
+    return generate(module, latent_dim, loaded.count, cfg.seed, cfg.batch_size, device, progress, rows=rows)
+
+
+@dataclass
+class Outcome:
+    """What scoring one source produced: its rows (written), and whether it failed or was already stored."""
+
+    rows: list[ResultRow] = field(default_factory=list)
+    failed: bool = False
+    skipped: bool = False
+
+
+@dataclass
+class Scorer:
+    """The per-source flow for one extractor. `features(source, loaded)` returns the source's generated features
+    (the sweep decides how: in this process, or split across ranks); `log` prints one line."""
+
+    cfg: EvalConfig
+    extractor: object
+    given: list[Reference]  # the parsed --reference list; empty: the source's dataset's defaults
+    references: References
+    store: ResultsStore
+    device: str
+    features: Callable[[Source, Loaded], FeatureSet]
+    log: Callable[[str], None]
+
+    def score(self, source: Source) -> Outcome:
+        started = time.perf_counter()
+        sha = _content_sha256(source)
+        row = _RowMaker(self, source, sha, started)
+        try:
+            loaded = load_source(source, self.cfg)
+        except GanbenchError as exc:
+            return self._fail(row, dict(source.run), None, one_line(exc, limit=None))
+        row.run = loaded.run
+        try:
+            references = self._references(loaded.run)
+        except GanbenchError as exc:
+            return self._fail(row, loaded.run, loaded.count, one_line(exc, limit=None))
+
+        rows, todo, failed, computable_or_stored = [], [], False, False
+        for reference in references:
+            try:
+                real = self.references.get(self.extractor, reference)
+            except GanbenchError as exc:
+                message = f"reference {reference.name}: {one_line(exc, limit=None)}"
+                self.log(f"FAILED {source.label}: {message}")
+                rows += [row.failed(m, reference, 0, loaded.count, message) for m in self._wanted(reference)]
+                failed = True
+                continue
+            n_real = _reference_count(real)
+            wanted = self._wanted(reference)
+            impossible = {m: why for m in wanted if (why := _too_few(m, n_real, loaded.count))}
+            if impossible:
+                explicit = self.cfg.metrics is not None
+                failed |= explicit
+                self.log(f"{'FAILED' if explicit else 'note'} {source.label} vs {reference.name}: not computed: "
+                         + "; ".join(f"{m} ({why})" for m, why in impossible.items()))
+                rows += [row.failed(m, reference, n_real, loaded.count, f"not computed: {why}") for m, why in impossible.items()]
+            possible = [m for m in wanted if m not in impossible]
+            computable_or_stored |= bool(possible)
+            done = set() if self.cfg.force else {
+                m for m in possible
+                if m in self.store.completed_metrics(sha, row.protocol(m, reference, n_real, loaded.count).key)
+            }
+            if [m for m in possible if m not in done]:
+                todo.append((reference, real, [m for m in possible if m not in done]))
+
+        if not computable_or_stored and not failed:
+            failed = True
+            self.log(f"FAILED {source.label}: no metric can be computed from {loaded.count} sample(s)")
+        if not todo and not rows:
+            self.log(f"skip {source.label}: its {self.extractor.name} results are already in {self.cfg.results} "
+                     "(--force recomputes)")
+            return Outcome(skipped=True)
+
+        if todo:
+            try:
+                fake = self.features(source, loaded)
+            except GanbenchError as exc:
+                message = one_line(exc, limit=None)
+                self.log(f"FAILED {source.label}: {message}")
+                rows += [row.failed(m, ref, _reference_count(real), loaded.count, message)
+                         for ref, real, names in todo for m in names]
+                todo, failed = [], True
+        for reference, real, names in todo:
+            try:
+                values = _metrics(real, fake, names, self.cfg)
+            except GanbenchError as exc:
+                message = one_line(exc, limit=None)
+                self.log(f"FAILED {source.label} vs {reference.name}: {message}")
+                rows += [row.failed(m, reference, _reference_count(real), loaded.count, message) for m in names]
+                failed = True
+                continue
+            rows += [row.ok(m, value, reference, _reference_count(real), len(fake)) for m, value in values.items()]
+        self.store.write_results(rows, replace=self.cfg.force)  # one transaction: all of this source or nothing
+        return Outcome(rows, failed=failed)
+
+    def _fail(self, row: _RowMaker, run: dict, count: int | None, message: str) -> Outcome:
+        """Failed rows under the protocols a success would have (so a later success replaces each of them)."""
+        self.log(f"FAILED {row.source.label}: {message}")
+        row.run = run
+        try:
+            references = self._references(run)
+        except GanbenchError:
+            row.run = {**run, "dataset": None}
+            references = [UNKNOWN_REFERENCE]  # no reference can be known for an unreadable checkpoint
+        n_fake = count if count is not None else self.cfg.num_samples
+        rows = []
+        for reference in references:
+            try:
+                n_real = 0 if reference is UNKNOWN_REFERENCE else _reference_count(self.references.get(self.extractor, reference))
+            except GanbenchError:
+                n_real = 0
+            rows += [row.failed(m, reference, n_real, n_fake, message) for m in self._wanted(reference)]
+        self.store.write_results(rows)
+        return Outcome(rows, failed=True)
+
+    def _references(self, run: dict) -> list[Reference]:
+        if self.given:
+            return self.given
+        # Selection (a seeded 10,000-image training subset) and reporting (the held-out test split: scoring
+        # against the training images would reward memorisation; its 10,000 images match --num-samples).
+        dataset = run.get("dataset")
+        if dataset not in DATASETS:
+            raise ConfigError(f"cannot tell the training dataset of this source ({dataset!r}); pass --reference DATASET:SPLIT")
+        return [parse_reference(text) for text in default_references(dataset)]
+
+    def _wanted(self, reference: Reference) -> list[str]:
+        """The metrics this source is scored on against `reference` (checked against the extractor up front)."""
+        if self.cfg.metrics is not None:
+            wanted = list(self.cfg.metrics)
+        else:
+            wanted = list(applicable_metrics(extractor_shape(self.extractor)))
+        if reference.kind == "statistics":
+            wanted = [m for m in wanted if m not in NEEDS_REFERENCE_FEATURES]
+        return wanted
+
+
+class _RowMaker:
+    """Result rows of one source: its protocol per (metric, reference) and the run, time and version fields."""
+
+    def __init__(self, scorer: Scorer, source: Source, sha: str, started: float):
+        self.scorer, self.source, self.sha, self.started = scorer, source, sha, started
+        self.run: dict = dict(source.run)
+
+    def protocol(self, metric: str, reference: Reference, n_real: int, n_fake: int) -> Protocol:
+        scorer = self.scorer
+        options = metric_options(metric, n_real, n_fake, bootstrap=scorer.cfg.bootstrap)
+        digest = scorer.references.digest(reference)
+        if digest is not None:  # a file's content, not its path, is the reference
+            options = {**options, "reference_sha256": digest}
+        return Protocol(
+            extractor=scorer.extractor.name, weights_sha256=scorer.extractor.weights_sha256,
+            preprocessing=scorer.extractor.protocol["preprocessing"], n_generated=n_fake, n_reference=n_real,
+            reference_name=reference.name, reference_split=reference.split, seed=scorer.cfg.seed,
+            metric_protocol_version=METRIC_PROTOCOL_VERSION, options=options,
+        )
+
+    def _common(self) -> dict:
+        return dict(source_path=str(self.source.path), source_sha256=self.sha, run=_run_info(self.run),
+                    torch_version=torch.__version__, device=self.scorer.device,
+                    wall_time_s=time.perf_counter() - self.started)
+
+    def ok(self, metric: str, value: MetricValue, reference: Reference, n_real: int, n_fake: int) -> ResultRow:
+        return ResultRow(metric=metric, protocol=self.protocol(metric, reference, n_real, n_fake), value=value.value,
+                         std=value.std, ci_low=value.ci_low, ci_high=value.ci_high, ganbench_version=__version__,
+                         **self._common())
+
+    def failed(self, metric: str, reference: Reference, n_real: int, n_fake: int, message: str) -> ResultRow:
+        return ResultRow(metric=metric, protocol=self.protocol(metric, reference, n_real, n_fake), status="failed",
+                         error=message, **self._common())
+
+
+def _metrics(real: FeatureSet | ReferenceStatistics, fake: FeatureSet, names: list[str], cfg: EvalConfig) -> dict:
+    """Metric values against a reference's features, or against its statistics (FID, and the generated set's own)."""
+    if isinstance(real, FeatureSet):
+        return metrics_from_features(real, fake, names, bootstrap=cfg.bootstrap)
+    from ganbench.metrics.fid import feature_statistics, frechet_distance
+
+    own = [m for m in names if m != "fid"]  # IS, classes: the generated set alone, so any reference will do
+    values = metrics_from_features(fake, fake, own) if own else {}
+    if "fid" in names:
+        mu, sigma = feature_statistics(fake.features)
+        values["fid"] = MetricValue(frechet_distance(real.mu, real.sigma, mu, sigma))
+    return {m: values[m] for m in names}
+
+
+def _reference_count(real: FeatureSet | ReferenceStatistics) -> int:
+    """Images behind a reference; 0 when a statistics file does not say."""
+    return len(real) if isinstance(real, FeatureSet) else int(real.protocol.get("count") or 0)
+
+
+def _too_few(metric: str, n_real: int, n_fake: int) -> str | None:
+    """Why `metric` cannot be computed from these counts, or None. KID shrinks its subsets to the data."""
+    need = 2 if metric == "kid" else METRICS[metric].min_samples
+    if METRICS[metric].needs != "features":
+        return None if n_fake >= need else f"needs at least {need} generated samples, got {n_fake}"
+    have = min(n_fake, n_real) if n_real else n_fake  # a statistics file without a count: trust it
+    return None if have >= need else f"needs at least {need} samples per set, got {n_real} reference and {n_fake} generated"
+
+
+def extractor_shape(extractor) -> FeatureSet:
+    """An empty FeatureSet with the extractor's outputs: enough to decide which metrics apply."""
+    logits = None if extractor.num_classes is None else np.zeros((0, extractor.num_classes), np.float32)
+    return FeatureSet(np.zeros((0, extractor.feature_dim), np.float32), logits, dict(extractor.protocol))
+
+
+def _content_sha256(source: Source) -> str:
+    try:
+        return source_sha256(source)
+    except OSError:  # unreadable: its failure row still needs a key; the load that follows says why
+        return hashlib.sha256(f"unreadable {source.path}".encode()).hexdigest()
+
+
+def _run_info(run: dict) -> RunInfo:
+    return RunInfo(**{k: run.get(k) for k in ("kind", "dataset", "seed", "epoch", "step")})
+
+
+def public(row: ResultRow) -> dict:
+    """The fields printed for each result (json/csv/table)."""
+    p = row.protocol
+    return {
+        "source": row.source_path, "metric": row.metric, "value": row.value, "std": row.std,
+        "ci_low": row.ci_low, "ci_high": row.ci_high, "extractor": p.extractor, "preprocessing": p.preprocessing,
+        "reference": p.reference_name, "num_samples": p.n_generated, "num_reference": p.n_reference,
+        "epoch": row.run.epoch, "seed": row.run.seed, "status": row.status, "error": row.error,
+    }
