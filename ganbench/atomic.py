@@ -1,13 +1,31 @@
-"""Atomic file writes: readers see the old file or the complete new one, never a partial write."""
+"""Atomic file writes: readers see the old file or the complete new one, never a partial write.
+
+Every temporary this module (and `ganbench report`) creates is named `.{target}.ganbench-{pid}-{host}.{random}.{kind}`
+beside its target, so that `remove_stale_temporaries` can later tell the leftovers of a killed writer (its pid is
+dead on this host) from the temporaries of a writer that is still running.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+# A leftover whose writer cannot be checked (another host, or a name from an older ganbench without the pid), or
+# whose pid may have been reused, is removed once it is this old: no atomic write or report build lasts a day.
+STALE_AFTER_S = 24 * 3600
+
+_RANDOM = r"[a-z0-9_]{8}"  # what mkstemp / mkdtemp put in a name
+_OURS = re.compile(rf"^\.(?P<target>.+)\.ganbench-(?P<pid>\d+)-(?P<host>[0-9a-f]{{8}})\.{_RANDOM}\.(?:tmp|old|build)$")
+# Names written before the pid was in them: atomic_write_bytes' files, replace_dir's and report's folders.
+_LEGACY = re.compile(rf"^\.(?P<target>.+)\.(?:{_RANDOM}\.tmp|old-{_RANDOM}|tmp-{_RANDOM})$")
 
 
 def _umask() -> int:
@@ -16,11 +34,29 @@ def _umask() -> int:
     return mask
 
 
+def _host_tag() -> str:
+    # hashed: a host name can hold dots and be long; 8 hex digits tell hosts sharing a file system apart
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temporary_prefix(target: str) -> str:
+    """The start of every temporary name for `target` (a file or folder name) written by this process."""
+    return f".{target}.ganbench-{os.getpid()}-{_host_tag()}."
+
+
+def make_temporary_dir(target: Path, kind: str = "build") -> Path:
+    """A new empty folder beside `target` (mode 0700), named so that `remove_stale_temporaries` recognises it."""
+    return Path(tempfile.mkdtemp(prefix=temporary_prefix(target.name), suffix=f".{kind}", dir=target.parent))
+
+
 def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call write(file_object) on a temp file beside `path`, fsync it, then rename it over `path`."""
+    """Call write(file_object) on a temp file beside `path`, fsync it, then rename it over `path`.
+
+    An OSError without a file name (a write that hits a full disk) is raised again naming `path`, so the
+    one-line error the CLI prints says which file could not be written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -28,6 +64,11 @@ def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object]) ->
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs should get the user's usual mode
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -35,13 +76,62 @@ def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object]) ->
 
 def replace_dir(new: Path, out: Path) -> None:
     """Put the finished folder `new` at `out`: the old folder is moved aside first and removed only once the
-    new one is in place, so `out` is always either the old or the complete new folder."""
+    new one is in place, so `out` is always either the old or the complete new folder.
+
+    It replaces whatever folder `out` is; callers decide whether that folder may be replaced."""
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = make_temporary_dir(out, "old")
         os.replace(out, old / out.name)
     os.replace(new, out)
     os.chmod(out, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the user's usual mode
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
+
+def _pid_is_dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False
+
+
+def remove_stale_temporaries(folder: Path, *, target: str | None = None, now: float | None = None) -> int:
+    """Delete the temporaries that killed ganbench writers left in `folder` (not below it); returns how many.
+
+    A temporary is stale when its writer's pid, written in its name, is dead on this host, or when it is older
+    than STALE_AFTER_S (the writer cannot be checked: another host, a name from an older ganbench, a reused pid).
+    The temporaries of live writers are never touched. With `target`, only the temporaries of that file or
+    folder name are considered (for folders ganbench shares with the user, such as the one holding --out).
+    Best effort: a folder that is missing or cannot be listed, or an entry that cannot be removed, is skipped.
+    """
+    now = time.time() if now is None else now
+    host = _host_tag()
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        ours, legacy = _OURS.match(entry.name), _LEGACY.match(entry.name)
+        match = ours or legacy
+        if match is None or (target is not None and match["target"] != target):
+            continue
+        try:
+            if entry.is_symlink():  # we never make links; a link with such a name is not ours to delete
+                continue
+            stale = bool(ours and ours["host"] == host and _pid_is_dead(int(ours["pid"])))
+            stale = stale or now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
+            if not stale:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            continue  # removed by someone else meanwhile, or not ours to remove: leave it
+    return removed

@@ -117,6 +117,7 @@ def reference_features(
         fields,
         lambda: extract_features(extractor, data.images, batch_size, device, progress, f"{dataset} {split} features", source),
         cache_dir,
+        expect_dim=extractor.feature_dim,
     )
 
 
@@ -233,5 +234,6 @@ class References:
             lambda: extract_features(extractor, images, self.batch_size, self.device, self.progress,
                                      f"reference {reference.path.name}", {"path": str(reference.path), "sha256": sha}),
             self.cache_dir,
+            expect_dim=extractor.feature_dim,
         )
 

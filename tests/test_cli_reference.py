@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import urllib.error
 import urllib.request
 
@@ -73,3 +76,53 @@ def test_bad_reference_requests(tiny_data_root, tmp_path, capsys, extra, pattern
     assert main(_args(tiny_data_root, tmp_path / "cache", *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert re.search(pattern, err[-1]) and "Traceback" not in "\n".join(err)
+
+
+def test_stats_out_that_is_a_folder_is_refused_before_extracting(tiny_data_root, tmp_path, capsys):
+    folder = tmp_path / "stats"
+    folder.mkdir()
+    assert main(_args(tiny_data_root, tmp_path / "cache", "--count", "20", "--stats-out", str(folder))) == 2
+    err = capsys.readouterr().err
+    assert err == f"ganbench: error: --stats-out {folder} is a folder; pass a file path such as {folder / 'stats.npz'}\n"
+    assert folder.is_dir() and not list(folder.iterdir()) and not (tmp_path / "cache").exists()
+
+
+def test_stats_out_in_a_folder_that_cannot_be_written_is_refused_before_extracting(tiny_data_root, tmp_path, capsys,
+                                                                                   monkeypatch):
+    import tempfile
+
+    def read_only(*args, **kwargs):  # root writes into chmod'ed folders, so a read-only file system is simulated
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), kwargs.get("dir"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert main(_args(tiny_data_root, tmp_path / "cache", "--count", "20", "--stats-out", str(tmp_path / "s.npz"))) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"ganbench: error: --stats-out \S+ is not writable \(\S+: Read-only file system\); "
+                        r"choose another --stats-out\n", err), err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_stats_out_on_a_full_disk_is_one_line_naming_the_file(tiny_data_root, tmp_path, capsys, monkeypatch):
+    def full(*args, **kwargs):  # a write to a full disk: errno and strerror, no file name
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    assert main(_args(tiny_data_root, tmp_path / "cache", "--count", "20")) == 0  # cached: only --stats-out writes next
+    monkeypatch.setattr(np, "savez", full)
+    stats = tmp_path / "s.npz"
+    assert main(_args(tiny_data_root, tmp_path / "cache", "--count", "20", "--stats-out", str(stats))) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"ganbench: error: disk full: No space left on device ({stats}); free some space or write elsewhere " \
+                      "(--out, --cache-dir, --results, --stats-out)"
+    assert "Traceback" not in "\n".join(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data"], "no temp file left beside --stats-out"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the monkeypatched test covers it")
+def test_stats_out_in_a_read_only_folder_is_refused(tiny_data_root, tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    try:
+        assert main(_args(tiny_data_root, tmp_path / "cache", "--stats-out", str(folder / "s.npz"))) == 2
+    finally:
+        folder.chmod(0o700)
+    assert re.search(r"--stats-out \S+ is not writable \(\S+: Permission denied\)", capsys.readouterr().err)

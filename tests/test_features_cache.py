@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +15,7 @@ import torch
 from ganbench.errors import ConfigError, DataUnavailableError, GanbenchWarning
 from ganbench.features import cache
 from ganbench.features.base import ExtractorOutput, FeatureExtractor
-from ganbench.features.extract import extract_features
+from ganbench.features.extract import FeatureSet, extract_features
 from ganbench.reference import load_reference_statistics, reference_features
 
 
@@ -171,3 +177,128 @@ def test_a_seeded_subset_is_fixed_by_its_seed_and_cached_apart_from_the_first_im
     assert extractor.images_seen == 200
     with pytest.raises(ConfigError, match="a seeded reference subset needs a count"):
         reference_features(extractor, "fashion-mnist", "train", subset_seed=0, data_root=tiny_data_root, cache_dir=tmp_path)
+
+
+# -- entries that do not fit their key, and caches that cannot be written ---------------------------------------------
+
+
+def _rewrite_entry(entry, **arrays):
+    """Replace arrays of an entry, keeping its stored key: what a buggy or interrupted producer could leave."""
+    with np.load(entry, allow_pickle=False) as npz:
+        stored = {name: npz[name] for name in npz.files}
+    np.savez(entry, **{**stored, **arrays})
+
+
+def test_entry_with_fewer_rows_than_its_key_says_is_recomputed(tiny_data_root, tmp_path):
+    _ref(CountingExtractor(), tiny_data_root, tmp_path)  # key: count 20
+    (entry,) = (tmp_path / "features").glob("*.npz")
+    with np.load(entry) as npz:
+        _rewrite_entry(entry, features=npz["features"][:5], logits=npz["logits"][:5])
+    extractor = CountingExtractor()
+    with pytest.warns(GanbenchWarning, match=r"is not what its key describes \(5 rows, expected 20\); recomputing it"):
+        again = _ref(extractor, tiny_data_root, tmp_path)
+    assert extractor.images_seen == 20 and len(again) == 20, "an FID against 5 images instead of 20 would follow"
+
+
+def _fields(count=4):
+    return {"dataset": "d", "split": "test", "count": count, "extractor": "e"}
+
+
+def _compute(calls, rows=4, dim=3, fill=None):
+    def compute():
+        calls.append(1)
+        features = np.arange(rows * dim, dtype=np.float32).reshape(rows, dim) if fill is None else np.full((rows, dim), fill)
+        return FeatureSet(features=features, logits=np.zeros((rows, 2), np.float32), protocol={"extractor": "e"})
+    return compute
+
+
+@pytest.mark.parametrize(
+    ("arrays", "expect_dim", "reason"),
+    [
+        ({"features": np.full((4, 3), np.nan, np.float32)}, None, r"features hold NaN or infinite values"),
+        ({"logits": np.full((4, 2), np.inf, np.float32)}, None, r"logits hold NaN or infinite values"),
+        ({"features": np.zeros((4, 3), np.int64)}, None, r"features of dtype int64, expected float"),
+        ({"features": np.zeros((4, 5), np.float32)}, 3, r"5-d features, expected 3-d"),
+        ({"logits": np.zeros((3, 2), np.float32)}, None, r"logits of shape \(3, 2\) for 4 feature rows"),
+        ({"features": np.zeros(4, np.float32)}, None, r"features of shape \(4,\), expected \(N, D\)"),
+    ],
+)
+def test_entry_that_does_not_fit_its_key_is_recomputed(tmp_path, arrays, expect_dim, reason):
+    calls: list[int] = []
+    cache.cached_features(_fields(), _compute(calls), tmp_path, expect_dim=expect_dim)
+    (entry,) = (tmp_path / "features").glob("*.npz")
+    _rewrite_entry(entry, **arrays)
+    with pytest.warns(GanbenchWarning, match=rf"is not what its key describes \({reason}\); recomputing it"):
+        again = cache.cached_features(_fields(), _compute(calls), tmp_path, expect_dim=expect_dim)
+    assert len(calls) == 2 and np.isfinite(again.features).all()
+    assert len(cache.cached_features(_fields(), _compute(calls), tmp_path, expect_dim=expect_dim)) == 4
+    assert len(calls) == 2, "the recomputed entry replaced the bad one"
+
+
+def test_expect_rows_overrides_the_count_field(tmp_path):
+    calls: list[int] = []
+    cache.cached_features(_fields(), _compute(calls), tmp_path)
+    with pytest.warns(GanbenchWarning, match=r"4 rows, expected 6"):
+        cache.cached_features(_fields(), _compute(calls, rows=6), tmp_path, expect_rows=6)
+    assert len(calls) == 2
+
+
+def test_computed_features_that_do_not_fit_are_returned_but_not_stored(tmp_path):
+    calls: list[int] = []
+    first = cache.cached_features(_fields(), _compute(calls, fill=np.nan), tmp_path)
+    assert np.isnan(first.features).all()  # the metric names the problem; the cache must not keep it
+    assert not list((tmp_path / "features").glob("*.npz"))
+
+
+def test_entry_path_that_is_a_folder_is_a_warning_not_a_traceback(tmp_path):
+    calls: list[int] = []
+    folder = cache.entry_path(tmp_path, _fields())
+    folder.mkdir(parents=True)
+    with pytest.warns(GanbenchWarning) as caught:
+        features = cache.cached_features(_fields(), _compute(calls), tmp_path)
+    messages = [str(w.message) for w in caught]
+    assert any(re.search(r"feature cache entry .* is not a file; recomputing it", m) for m in messages), messages
+    assert any(re.search(r"could not be written \(Is a directory\); continuing without caching it", m) for m in messages)
+    assert len(features) == 4 and folder.is_dir()
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")],
+)
+def test_cache_that_cannot_be_written_still_returns_the_features(tmp_path, monkeypatch, error, reason):
+    def refuse(path, write):
+        raise OSError(error, os.strerror(error), str(path))
+
+    monkeypatch.setattr(cache, "atomic_write_bytes", refuse)
+    calls: list[int] = []
+    with pytest.warns(GanbenchWarning, match=rf"^feature cache entry \S+ could not be written \({reason}\); continuing "
+                                             r"without caching it \(free space or pass a writable --cache-dir\)$"):
+        features = cache.cached_features(_fields(), _compute(calls), tmp_path)
+    assert len(features) == 4 and len(calls) == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the monkeypatched test covers it")
+def test_read_only_cache_dir_still_returns_the_features(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.warns(GanbenchWarning, match=r"could not be written \(Permission denied\)"):
+            features = cache.cached_features(_fields(), _compute([]), tmp_path)
+    finally:
+        tmp_path.chmod(0o700)
+    assert len(features) == 4
+
+
+def test_a_miss_removes_the_leftovers_of_killed_writes_but_not_live_ones(tmp_path):
+    from ganbench.atomic import temporary_prefix
+
+    folder = tmp_path / "features"
+    folder.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    killed = folder / temporary_prefix("x.npz").replace(f"-{os.getpid()}-", f"-{int(dead.stdout)}-")
+    killed = killed.with_name(killed.name + "abcd1234.tmp")
+    live = folder / (temporary_prefix("y.npz") + "abcd1234.tmp")
+    killed.write_bytes(b"half")
+    live.write_bytes(b"half")
+    cache.cached_features(_fields(), _compute([]), tmp_path)
+    assert not killed.exists() and live.exists()

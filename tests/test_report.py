@@ -4,18 +4,25 @@ apart, and every bad input pinned with its message (exit code 2, nothing half-wr
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import math
+import os
+import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from ganbench.atomic import temporary_prefix
 from ganbench.cli import main
 from ganbench.results import COLUMNS, Protocol, ResultRow, ResultsStore, RunInfo
 from ganbench.results.leaderboard import DERIVED_COLUMNS, aggregate, build_tables, interval_ranks, tidy
-from ganbench.results.report import REPORT_FILES
+from ganbench.results.report import REPORT_FILES, REPORT_MARKER
 
 T_975_DF2 = 4.302652729749464  # Student t 97.5% quantile with 2 degrees of freedom (statistical tables)
 TEST, SELECT = "fashion-mnist:test", "fashion-mnist:train:10000"
@@ -145,7 +152,7 @@ def test_csv_markdown_and_html_contents(tmp_path, capsys):
     out = tmp_path / "reports"
     assert main(["report", "--results", str(store), "--out", str(out), "--format", "csv", "--no-plots"]) == 0
     stdout = capsys.readouterr().out
-    assert {p.name for p in out.iterdir()} == set(REPORT_FILES)
+    assert {p.name for p in out.iterdir()} == {*REPORT_FILES, REPORT_MARKER}
     board = pd.read_csv(out / "leaderboard.csv")
     final = board[board["rule"] == "final"].iloc[0]
     assert (final["fid_mean"], final["n_seeds"], final["epochs"], final["fid_rank"]) == (5.0, 2, "20,20", 1)
@@ -224,8 +231,10 @@ def test_filters_select_datasets_metrics_and_protocols(tmp_path, capsys):
 
 
 def _old_report(out: Path) -> None:
+    """A previous report, which a new one may replace: its marker lists every file in it."""
     out.mkdir()
     (out / "leaderboard.md").write_text("previous report\n")
+    (out / REPORT_MARKER).write_text(json.dumps({"format": "ganbench-report", "version": 1, "files": ["leaderboard.md"]}))
 
 
 @pytest.mark.parametrize(
@@ -239,6 +248,7 @@ def _old_report(out: Path) -> None:
         ("no-protocol", r"--protocol nothing matches no results; protocols: [0-9a-f]{10} \(lenet-fashion-mnist\)"),
         ("no-metric", r"--metric kid matches no results; metrics in the store: fid"),
         ("unknown-metric", r"unknown metric fidd; expected one of fid, is"),
+        ("corrupt", r"r\.sqlite is corrupt \(sqlite: .+\); restore it from a backup, or pass a new --results path"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_leaves_out_untouched(tmp_path, capsys, case, message):
@@ -253,6 +263,14 @@ def test_bad_input_is_one_line_exit_2_and_leaves_out_untouched(tmp_path, capsys,
         store.unlink()
         with sqlite3.connect(store) as conn:
             conn.execute("CREATE TABLE t (x)")
+    if case == "corrupt":  # a damaged index: reading every row by id still works, so this once exited 0
+        with sqlite3.connect(store) as conn:
+            (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_results_1'").fetchone()
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.close()
+        with open(store, "r+b") as f:
+            f.seek((root - 1) * page_size)
+            f.write(b"\xab" * page_size)
     extra = {"no-dataset": ["--dataset", "mnist"], "no-protocol": ["--protocol", "nothing"],
              "no-metric": ["--metric", "kid"], "unknown-metric": ["--metric", "fidd"]}.get(case, [])
     out = tmp_path / "reports"
@@ -261,11 +279,147 @@ def test_bad_input_is_one_line_exit_2_and_leaves_out_untouched(tmp_path, capsys,
     assert main(["report", "--results", str(store), "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("ganbench: error: ") and "Traceback" not in err
-    import re
-
     assert re.search(message, err), err
-    assert [p.name for p in out.iterdir()] == ["leaderboard.md"] and (out / "leaderboard.md").read_text() == "previous report\n"
+    assert sorted(p.name for p in out.iterdir()) == [REPORT_MARKER, "leaderboard.md"]
+    assert (out / "leaderboard.md").read_text() == "previous report\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".reports.")]  # no temporary folder left behind
+
+
+# -- what --out may replace: only a previous report ----------------------------------------------------------------
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def _epoch_rows(root: Path, epochs=(10, 20)) -> list[ResultRow]:
+    return [row(root, "fid", 3.0 + e, seed=0, epoch=e) for e in epochs]
+
+
+def test_a_report_carries_a_marker_listing_its_files_and_replaces_a_previous_report(tmp_path):
+    store, out = write(tmp_path / "r.sqlite", _epoch_rows(tmp_path / "run")), tmp_path / "reports"
+    assert main(["report", "--results", str(store), "--out", str(out)]) == 0
+    marker = json.loads((out / REPORT_MARKER).read_text())
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != REPORT_MARKER)
+    assert (marker["format"], marker["version"], marker["files"]) == ("ganbench-report", 1, files)
+    assert set(REPORT_FILES) < set(files) and any("/curves_" in f for f in files), files
+    write(store, _epoch_rows(tmp_path / "run", epochs=(30,)))
+    assert main(["report", "--results", str(store), "--out", str(out)]) == 0, "a previous report is replaced"
+    assert "30" in set(pd.read_csv(out / "leaderboard.csv")["epochs"].astype(str))
+
+
+def test_an_empty_folder_and_a_report_from_before_the_marker_may_be_replaced(tmp_path):
+    store, out = write(tmp_path / "r.sqlite", _epoch_rows(tmp_path / "run")), tmp_path / "reports"
+    out.mkdir()
+    assert main(["report", "--results", str(store), "--out", str(out)]) == 0
+    (out / REPORT_MARKER).unlink()  # what earlier ganbench versions wrote: the four files and group folders of PNGs
+    assert main(["report", "--results", str(store), "--out", str(out)]) == 0
+    assert (out / REPORT_MARKER).is_file()
+
+
+def _setup_out(case: str, store: Path, out: Path) -> None:
+    if case == "file":
+        out.write_text("mine\n")
+        return
+    if case == "user-folder":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")
+        (out / "data").mkdir()
+        (out / "data" / "x.bin").write_bytes(b"\0" * 10)
+        return
+    assert main(["report", "--results", str(store), "--out", str(out)]) == 0  # a real previous report, with curves
+    if case in ("notes-in-report", "legacy-with-notes"):
+        (out / "notes.txt").write_text("mine\n")
+    if case == "empty-folder-in-report":
+        (out / "drafts").mkdir()
+    if case == "file-in-group-folder":
+        (group,) = [p for p in out.iterdir() if p.is_dir()]
+        (group / "mine.png").write_bytes(b"mine")
+    if case == "bad-marker":
+        (out / REPORT_MARKER).write_text("{not json")
+    if case.startswith("legacy"):
+        (out / REPORT_MARKER).unlink()
+    if case == "legacy-without-title":
+        (out / "index.html").write_text("<html><title>my page</title></html>")
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("file", r"exists and is not a folder; choose another --out"),
+        ("user-folder", r"exists and is not a ganbench report \(no \.ganbench-report marker\); choose another --out or "
+                        r"remove it yourself"),
+        ("notes-in-report", r"holds files that ganbench report did not write \(notes\.txt\); move them out of it, "
+                            r"or choose another --out"),
+        ("empty-folder-in-report", r"holds files that ganbench report did not write \(drafts/\)"),
+        ("file-in-group-folder", r"holds files that ganbench report did not write \([^/ ]+/mine\.png\)"),
+        ("bad-marker", r"exists and is not a ganbench report \(no \.ganbench-report marker\)"),
+        ("legacy-with-notes", r"holds files that ganbench report did not write \(notes\.txt\)"),
+        ("legacy-without-title", r"exists and is not a ganbench report \(no \.ganbench-report marker\)"),
+    ],
+)
+def test_out_that_is_not_a_previous_report_is_refused_and_left_alone(tmp_path, capsys, case, message):
+    store, out = write(tmp_path / "r.sqlite", _epoch_rows(tmp_path / "run")), tmp_path / "reports"
+    _setup_out(case, store, out)
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    assert main(["report", "--results", str(store), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(rf"^ganbench: error: --out {re.escape(str(out))} {message}", err), err
+    assert _snapshot(tmp_path) == before, "nothing deleted, nothing left behind"
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        (".", r"--out \. is the current folder or one above it; report replaces its --out as a whole: choose a new folder"),
+        ("..", r"--out \.\. is the current folder or one above it"),
+        ("store-folder", r"--out \S+/data/results holds the results store \S+/r\.sqlite that report reads; choose another"),
+        ("store-ancestor", r"--out \S+/data holds the results store"),
+        ("mount", r"--out \S+/mnt is a mount point; report replaces its --out as a whole: choose a new folder inside it"),
+        ("root", r"--out / is the root folder; report replaces its --out as a whole: choose a new folder inside it"),
+    ],
+)
+def test_out_that_holds_the_current_folder_the_store_or_a_mount_is_refused(tmp_path, capsys, monkeypatch, where, message):
+    (tmp_path / "work" / "here").mkdir(parents=True)
+    (tmp_path / "mnt").mkdir()
+    store = write(tmp_path / "data" / "results" / "r.sqlite", [row(tmp_path, "fid", 1.0)])
+    monkeypatch.chdir(tmp_path / "work" / "here")
+    mount = tmp_path / "mnt"
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == mount or real_ismount(p))
+    out = {"store-folder": store.parent, "store-ancestor": store.parent.parent, "mount": mount, "root": "/"}.get(where, where)
+    before, top = _snapshot(tmp_path), sorted(os.listdir("/"))
+    assert main(["report", "--results", str(store), "--out", str(out), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(r"^ganbench: error: " + message, err), err
+    assert _snapshot(tmp_path) == before and sorted(os.listdir("/")) == top
+
+
+def test_report_on_a_full_disk_is_one_line_naming_out_and_keeps_the_previous_report(tmp_path, capsys, monkeypatch):
+    store, out = write(tmp_path / "r.sqlite", [row(tmp_path, "fid", 1.0)]), tmp_path / "reports"
+    assert main(["report", "--results", str(store), "--out", str(out), "--no-plots"]) == 0
+    before = _snapshot(tmp_path)
+
+    def full(self, *args, **kwargs):  # what a write to a full disk raises: errno and strerror, no file name
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    capsys.readouterr()
+    assert main(["report", "--results", str(store), "--out", str(out), "--no-plots"]) == 2
+    assert capsys.readouterr().err == (f"ganbench: error: disk full: No space left on device ({out}); free some space or "
+                                       "write elsewhere (--out, --cache-dir, --results, --stats-out)\n")
+    assert _snapshot(tmp_path) == before, "the previous report is kept and no build folder is left"
+
+
+def test_a_killed_reports_build_folder_is_removed_by_the_next_report(tmp_path):
+    store, out = write(tmp_path / "r.sqlite", [row(tmp_path, "fid", 1.0)]), tmp_path / "reports"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    left = tmp_path / (temporary_prefix("reports").replace(f"-{os.getpid()}-", f"-{int(dead)}-") + "abcd1234.build")
+    left.mkdir()
+    (left / "results.csv").write_text("half")
+    assert main(["report", "--results", str(store), "--out", str(out), "--no-plots"]) == 0
+    assert not left.exists()
 
 
 def test_sources_without_seed_or_epoch_are_one_row_each(tmp_path):

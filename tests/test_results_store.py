@@ -371,3 +371,59 @@ def test_readers_do_not_create_a_store(tmp_path: Path):
     assert not path.parent.exists()
     with pytest.raises(ResultsStoreError, match=r"is a folder; pass a results file to --results"):
         ResultsStore(tmp_path)
+
+
+def corrupt_page(path: Path, which: str) -> None:
+    """Overwrite one whole page of a closed store: 'middle' (a page of rows in the middle of the file) or 'index'
+    (the root page of the unique index, which a plain scan by id never reads)."""
+    page_size = raw_query(path, "PRAGMA page_size")[0][0]
+    if which == "index":
+        (root,) = raw_query(path, "SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_results_1'")[0]
+        page = root - 1  # rootpage counts from 1
+    else:
+        page = path.stat().st_size // page_size // 2
+    assert page > 0, "page 0 holds the header; damage past it"
+    with open(path, "r+b") as f:
+        f.seek(page * page_size)
+        f.write(b"\xab" * page_size)
+
+
+CORRUPT = r"^\S*\.sqlite is corrupt \(sqlite: .+\); restore it from a backup, or pass a new --results path and re-run "
+
+
+@pytest.mark.parametrize("which", ["middle", "index"])
+def test_corrupt_store_is_one_line_on_open_read_and_write_and_is_left_alone(tmp_path: Path, which: str):
+    path = tmp_path / "r.sqlite"
+    with ResultsStore(path) as store:
+        store.write_results([make_row(f"src{i}", value=float(i)) for i in range(200)])
+    corrupt_page(path, which)
+    before = path.read_bytes()
+    for create in (False, True):  # report opens with create=False, eval with create=True
+        with pytest.raises(ResultsStoreError, match=CORRUPT) as caught:
+            with ResultsStore(path, create=create) as store:
+                store.rows()  # an index page's damage let this succeed before the open-time check
+                store.write_results([make_row("new")])
+        assert "\n" not in str(caught.value)
+    assert path.read_bytes() == before, "a corrupt store is never written to"
+
+
+class _MalformedConnection:
+    """Stands in for the connection once the file is damaged under an open store (SQLite had cached its pages)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+        self.in_transaction = False
+
+    def execute(self, *args, **kwargs):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def test_damage_found_after_opening_is_one_line_too(store: ResultsStore, monkeypatch):
+    monkeypatch.setattr(store, "_conn", _MalformedConnection(store._conn))
+    for action in (store.rows, lambda: store.completed_metrics(sha("a"), "key"), lambda: store.write_results([make_row()])):
+        with pytest.raises(ResultsStoreError, match=CORRUPT):
+            action()
+

@@ -1,17 +1,30 @@
 """The `ganbench` command line: one module per subcommand, `main(argv) -> int` callable from tests.
 
 Each subcommand module exposes `add_parser(subparsers)`, which registers its parser and sets
-`run=` to a function `run(args) -> int`. Domain errors become a one-line message and exit code 2
+`run=` to a function `run(args) -> int`. Domain errors, and the operating system's refusals (a full
+disk, a read-only folder, a folder where a file was expected), become a one-line message and exit code 2
 here, in one place; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from ganbench import __version__
-from ganbench.errors import GanbenchError
+from ganbench.errors import GanbenchError, one_line
+
+# What an OSError means for the user, by errno, and how to fix it; others print the system's words alone.
+_OS_ERRORS = {
+    errno.ENOSPC: ("disk full", "free some space or write elsewhere (--out, --cache-dir, --results, --stats-out)"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or write elsewhere (--out, --cache-dir, --results, --stats-out)"),
+    errno.EACCES: ("permission denied", "check its permissions or write elsewhere (--out, --cache-dir, --results, --stats-out)"),
+    errno.EPERM: ("not permitted", "choose a folder you can write (--out, --cache-dir, --results, --stats-out)"),
+    errno.EROFS: ("read-only file system", "choose a writable folder (--out, --cache-dir, --results, --stats-out)"),
+    errno.EISDIR: ("a folder where a file was expected", "pass a file path, not a folder"),
+    errno.ENOTDIR: ("a file where a folder was expected", "pass a folder path, not a file"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,7 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     except GanbenchError as exc:
         print(f"ganbench: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"ganbench: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ganbench: interrupted; finished work is saved (train: rerun with --resume; eval: rerun the same command)",
               file=sys.stderr)
         return 130
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: '<what>: <strerror> (<file>[ -> <file2>]); <how to fix it>'."""
+    what, hint = _OS_ERRORS.get(exc.errno, ("operating system error", ""))
+    files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    text = f"{what}: {exc.strerror or one_line(exc)}" + (f" ({files})" if files else "")
+    text += f"; {hint}" if hint else ""
+    return text.replace("\n", " ").replace("\r", " ")  # a file name holding a newline still makes one line

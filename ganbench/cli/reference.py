@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ganbench.cli.options import add_extractor_flags, extractor_options, parse_extractors
+from ganbench.config import check_writable_dir
 from ganbench.errors import ConfigError
 from ganbench.protocol import DATASETS, SPLITS
 
@@ -51,6 +53,8 @@ def run(args) -> int:
     names = parse_extractors(args.extractor)
     if args.stats_out and len(names) > 1:
         raise ConfigError("--stats-out writes one extractor's statistics; pass a single --extractor")
+    if args.stats_out:  # checked before the extraction, which can take minutes
+        check_stats_out(Path(args.stats_out))
     device = str(resolve_device(args.device))
     for name in names:
         extractor = build_extractor(name, **extractor_options(name, args, device))
@@ -67,3 +71,10 @@ def run(args) -> int:
             atomic_write_bytes(args.stats_out, lambda f: np.savez(f, mu=mu, sigma=sigma))  # noqa: B023 (called at once)
             print(f"ganbench: wrote mu and sigma to {args.stats_out}", file=sys.stderr)
     return 0
+
+
+def check_stats_out(path: Path) -> None:
+    """--stats-out must name a file in a folder we can write; a folder there is refused rather than replaced."""
+    if path.is_dir():
+        raise ConfigError(f"--stats-out {path} is a folder; pass a file path such as {path / 'stats.npz'}")
+    check_writable_dir(path.parent, "--stats-out")

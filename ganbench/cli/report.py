@@ -15,7 +15,7 @@ examples:
   ganbench report --results runs.sqlite --out reports/ --format markdown
   ganbench report --dataset fashion-mnist --metric fid,kid --protocol lenet-fashion-mnist
 
-writes into --out (built in a temporary folder, then moved into place):
+writes into --out (built in a temporary folder, then moved into place, replacing the old --out as a whole):
   results.csv       every stored result, long format: one row per (source, protocol, metric) with value,
                     spread, status and every protocol column; its columns never depend on which metrics exist
   leaderboard.csv   one row per (protocol, checkpoint rule, model group): per metric mean, std over seeds,
@@ -24,6 +24,12 @@ writes into --out (built in a temporary folder, then moved into place):
   <group>/          metric-versus-epoch curves (mean over seeds, min-max band, selected checkpoints marked)
                     and the latest sample grids
   index.html        one static page with all of the above
+  .ganbench-report  the marker that makes the folder a report: its format version and the files above
+
+--out is replaced only when it is new, empty, or a previous report whose marker lists every file in it
+(reports written before the marker: the four files above and group folders of PNGs, nothing else).
+Anything else is refused (exit 2), never deleted: a folder without the marker, a report holding a file
+of yours (notes.txt), the current folder or one above it, a mount point, the folder of the results store.
 
 checkpoint rules: 'final' is each seed's last evaluated checkpoint; 'best' is each seed's checkpoint with
 the best --select-metric on the selection reference (default DATASET:train:10000, which `ganbench eval`
@@ -43,7 +49,9 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
     )
     p.add_argument("--results", default=defaults.results, metavar="PATH", help="results store (default: %(default)s)")
-    p.add_argument("--out", default=defaults.out, metavar="DIR", help="report folder, replaced as a whole (default: %(default)s)")
+    p.add_argument("--out", default=defaults.out, metavar="DIR",
+                   help="report folder, replaced as a whole, and only when it is new, empty or a previous report "
+                   "(a .ganbench-report marker and only its files; see below) (default: %(default)s)")
     p.add_argument("--dataset", metavar="NAME[,NAME]", help="only runs trained on these datasets")
     p.add_argument("--metric", metavar="M[,M]", help=f"only these metrics, of {', '.join(METRICS)}")
     p.add_argument("--protocol", metavar="ID|EXTRACTOR[,...]",

@@ -2,6 +2,11 @@
 
 Everything is written into a temporary folder beside `--out` and moved into place at the end, so a
 failure leaves the previous report (or nothing) and never a half-written one.
+
+Moving into place replaces `--out` as a whole, so it is allowed only where nothing of the user's can be lost:
+`--out` must be new, an empty folder, or a previous report holding nothing the report did not write. Every
+report carries a `.ganbench-report` marker listing its files; a folder without one is left alone, except a
+report from before the marker (see `_files_of_previous_report`).
 """
 
 from __future__ import annotations
@@ -9,13 +14,15 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ganbench.atomic import replace_dir
+from ganbench import __version__
+from ganbench.atomic import make_temporary_dir, remove_stale_temporaries, replace_dir
 from ganbench.errors import ConfigError, ResultsStoreError
 from ganbench.metrics.registry import METRICS
 from ganbench.results.leaderboard import (
@@ -36,6 +43,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 REPORT_FILES = ("results.csv", "leaderboard.csv", "leaderboard.md", "index.html")
+REPORT_MARKER = ".ganbench-report"  # JSON: {"format": REPORT_FORMAT, "version": 1, "ganbench": ..., "files": [...]}
+REPORT_FORMAT = "ganbench-report"
+_INDEX_TITLE = "<title>ganbench report</title>"
 # leaderboard.csv: fixed leading columns, then per metric (registry order) these suffixes.
 LEADERBOARD_COLUMNS = ("protocol_id", "rule", "group", "group_kind", "dataset", "config", "n_seeds", "epochs",
                        "selected_on", "selection_note", *PROTOCOL_FIELDS, "ganbench_versions")
@@ -358,26 +368,115 @@ def index_html(tables: list[Table], configs: dict[str, str], curves: dict[tuple[
 
 
 def write_report(cfg: ReportConfig) -> tuple[Path, list[Table], dict[str, str]]:
-    """Build every file in a temporary folder beside `cfg.out`, then move it into place."""
+    """Build every file in a temporary folder beside `cfg.out`, then move it into place (see `check_out`)."""
+    out = Path(cfg.out)
+    check_out(out, cfg.results)
     frame = filter_results(load_results(cfg.results), cfg)
     tables = make_tables(frame, cfg)
     configs = run_configs(frame)
-    out = Path(cfg.out)
-    parent = out.resolve().parent
+    target = out.resolve()
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target.parent, target=target.name)  # the build folders of killed reports
+        tmp = make_temporary_dir(target, "build")
     except OSError as exc:
         raise ConfigError(f"--out {out}: cannot write there ({exc.strerror}); choose another --out") from None
     try:
         _write_files(tmp, frame, tables, configs, cfg)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out} exists and is not a folder; choose another --out")
-        replace_dir(tmp, out.resolve())
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        marker = {"format": REPORT_FORMAT, "version": 1, "ganbench": __version__, "files": files}
+        (tmp / REPORT_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+        check_out(out, cfg.results)  # again: the folder may have changed while the report was built
+        replace_dir(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.filename is None and exc.errno is not None:  # pandas and write_text on a full disk name no file
+            raise OSError(exc.errno, exc.strerror, str(out)) from exc
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out, tables, configs
+
+
+def check_out(out: Path, results: str | Path) -> None:
+    """Refuse an --out whose replacement could delete anything but a previous report (ConfigError naming why).
+
+    Refused: the root folder or a mount point, the current folder or any folder above it, a folder holding
+    the results store being read, an existing file, and an existing folder that is not empty and not a
+    previous report, or a previous report holding files the report did not write (notes.txt dropped in it)."""
+    target = out.resolve()
+    if os.path.ismount(target):
+        raise ConfigError(f"--out {out} is {'the root folder' if target == Path(target.anchor) else 'a mount point'}; "
+                          "report replaces its --out as a whole: choose a new folder inside it")
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise ConfigError(f"--out {out} is the current folder or one above it; report replaces its --out as a whole: "
+                          "choose a new folder, e.g. --out reports")
+    if target in Path(results).resolve().parents:
+        raise ConfigError(f"--out {out} holds the results store {results} that report reads; choose another --out")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder; choose another --out")
+    if not any(target.iterdir()):
+        return
+    known = _files_of_previous_report(target)
+    if known is None:
+        raise ConfigError(f"--out {out} exists and is not a ganbench report (no {REPORT_MARKER} marker); "
+                          "choose another --out or remove it yourself")
+    foreign = _entries_not_in(target, known | {REPORT_MARKER})
+    if foreign:
+        raise ConfigError(f"--out {out} holds files that ganbench report did not write ({', '.join(foreign)}); "
+                          "move them out of it, or choose another --out")
+
+
+def _files_of_previous_report(folder: Path) -> set[str] | None:
+    """The files (relative paths) a previous report in `folder` wrote, or None when it is not a report.
+
+    A report from before the marker is recognised by its shape: the four REPORT_FILES, an index.html titled
+    "ganbench report", and otherwise only per-group folders of curves_*.png and samples_*.png. Accepted because
+    every such report (`reports/` by default) would otherwise need removing by hand after an upgrade, and a
+    folder of exactly that shape holds nothing else to lose."""
+    marker = folder / REPORT_MARKER
+    if marker.is_file() and not marker.is_symlink():
+        try:
+            data = json.loads(marker.read_text())
+            if data.get("format") == REPORT_FORMAT and all(isinstance(f, str) for f in data["files"]):
+                return set(data["files"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        return None
+    try:
+        with open(folder / "index.html", "rb") as handle:
+            index = handle.read(400).decode("utf-8", "replace")
+    except OSError:
+        return None
+    if _INDEX_TITLE not in index or not all((folder / name).is_file() for name in REPORT_FILES):
+        return None
+    known = set(REPORT_FILES)
+    for group in folder.iterdir():
+        if group.is_dir() and not group.is_symlink() and re.search(r"-[0-9a-f]{6}$", group.name):
+            known |= {f"{group.name}/{png.name}" for png in group.iterdir()
+                      if png.is_file() and re.fullmatch(r"(curves|samples)_.+\.png", png.name)}
+    return known
+
+
+def _entries_not_in(folder: Path, known: set[str], limit: int = 3) -> list[str]:
+    """Up to `limit` entries below `folder` (files, links, empty folders; relative paths) that are not in `known`."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # does not follow links
+        here = Path(dirpath)
+        links = [d for d in dirnames if (here / d).is_symlink()]
+        for name in (*filenames, *links):
+            relative = (here / name).relative_to(folder).as_posix()
+            if relative not in known:
+                found.append(relative)
+        if not dirnames and not filenames and here != folder:
+            found.append(here.relative_to(folder).as_posix() + "/")
+        if len(found) >= limit:
+            break
+    return found[:limit]
 
 
 def _write_files(tmp: Path, frame: pd.DataFrame, tables: list[Table], configs: dict[str, str], cfg: ReportConfig) -> None:
