@@ -58,23 +58,15 @@ def parse_reference(text: str) -> Reference:
     if path.is_dir():
         return Reference(str(path), path=path, kind="folder")
     if path.is_file() and path.suffix == ".npz":
-        return Reference(str(path), path=path, kind="statistics" if is_statistics_file(path) else "npz")
+        from ganbench.samples import is_statistics_npz
+
+        return Reference(str(path), path=path, kind="statistics" if is_statistics_npz(path) else "npz")
     if path.exists():
         raise ConfigError(f"--reference {text}: expected a folder of images or an .npz, got another kind of file")
     raise ConfigError(
         f"--reference {text}: expected DATASET:SPLIT[:N] ({', '.join(f'{d}:test' for d in DATASETS)}), "
         "a folder of images or an .npz (of images, or of statistics mu and sigma)"
     )
-
-
-def is_statistics_file(path: Path) -> bool:
-    """True for an .npz holding arrays 'mu' and 'sigma' (reference statistics, not images); reads only its index."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = {Path(name).stem for name in archive.namelist()}
-    except (OSError, zipfile.BadZipFile):
-        return False  # not readable as an archive: the image loader says why, per source
-    return {"mu", "sigma"} <= names
 
 
 def reference_features(

@@ -59,10 +59,7 @@ def load_source(source: Source, cfg: EvalConfig) -> Loaded:
     if source.kind == "generator":
         return Loaded(dict(source.run), cfg.num_samples, generator=load_user_generator(cfg.generator, source.path))
     load = load_npz_images if source.kind == "npz" else load_folder_images
-    try:  # TEMPORARY until the loaders take limit=
-        images = load(source.path, limit=cfg.num_samples)[: cfg.num_samples]
-    except TypeError:
-        images = load(source.path)[: cfg.num_samples]
+    images = load(source.path, limit=cfg.num_samples)
     if images.shape[0] == 0:
         raise SampleError(f"{source.label} yields no images")
     return Loaded(dict(source.run), int(images.shape[0]), images=images)
@@ -108,6 +105,8 @@ class Scorer:
         except GanbenchError as exc:
             return self._fail(row, dict(source.run), None, one_line(exc, limit=None))
         row.run = loaded.run
+        if loaded.images is not None and loaded.count < self.cfg.num_samples:
+            self.log(f"{source.label}: {loaded.count} images, fewer than --num-samples {self.cfg.num_samples}; using all")
         try:
             references = self._references(loaded.run)
         except GanbenchError as exc:

@@ -146,3 +146,15 @@ def test_kid_draws_subsets_in_the_order_of_torch_fidelitys_command_line():
     mean, std = kernel_inception_distance(real, fake, subsets=20, subset_size=50, seed=2020)
     assert mean == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-9)
     assert std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-9)
+
+
+def test_inception_score_of_classes_whose_probability_underflows_is_finite_and_warns_nothing():
+    """Logits 1000 apart make exp underflow to exactly 0; classes 5..9 are never predicted, so their marginal is 0.
+    Under warnings-as-errors this must not warn, and equal the score without those classes (torch-fidelity gets
+    0 * inf = NaN on the full logits, and its number on the reduced ones)."""
+    logits = 1000.0 * np.eye(10)[np.arange(400) % 5] + np.random.default_rng(0).standard_normal((400, 10))
+    assert not np.exp(torch.from_numpy(logits).log_softmax(dim=1).numpy())[:, 5:].any()
+    mean, std = inception_score(logits, splits=4)
+    ref = isc_features_to_metric(torch.from_numpy(logits[:, :5]), splits=4, shuffle=True, rng_seed=2020)
+    assert mean == pytest.approx(ref["inception_score_mean"], rel=1e-12) and mean == pytest.approx(5.0, abs=0.05)
+    assert std == pytest.approx(ref["inception_score_std"], rel=1e-9, abs=1e-12)

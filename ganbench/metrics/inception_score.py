@@ -37,9 +37,12 @@ def inception_score(logits, splits: int = 10, seed: int = DEFAULT_SEED, shuffle:
     for i in range(splits):
         part = slice(i * n // splits, (i + 1) * n // splits)
         p_part, log_p_part = p[part], log_p[part]
-        log_marginal = np.log(p_part.mean(axis=0))
-        # 0 * log 0 terms: where p is 0 its log is -inf; such terms contribute 0 to the KL
-        kl = np.where(p_part > 0, p_part * (log_p_part - log_marginal), 0.0).sum(axis=1)
+        marginal = p_part.mean(axis=0)
+        # A class whose probability underflows to 0 in every row of the split contributes 0 * (...) = 0 to the KL
+        # whatever its log marginal is, so 0 stands in for log(0) (torch-fidelity gets 0 * inf = NaN there);
+        # log_p (log_softmax of finite logits) is finite, so every other term is the same as torch-fidelity's.
+        log_marginal = np.log(marginal, out=np.zeros_like(marginal), where=marginal > 0)
+        kl = (p_part * (log_p_part - log_marginal)).sum(axis=1)
         scores.append(float(np.exp(kl.mean())))
     if not np.isfinite(scores).all():
         raise MetricError(f"inception_score: a split score is not finite ({scores}); logits may be extreme")
