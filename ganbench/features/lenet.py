@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import zipfile
 from pathlib import Path
 
@@ -215,28 +214,7 @@ def build_lenet_fashion_mnist(weights: str | Path | None = None, device: str | t
     return _build("fashion-mnist", weights, device)
 
 
-def build_lenet_mnist(
-    weights: str | Path | None = None,
-    device: str | torch.device = "cpu",
-    data_root: str | Path | None = None,
-    progress: bool = True,
-) -> LeNetExtractor:
-    """The MNIST classifier: `weights=` if given, else the cached file, else trained now on MNIST and cached."""
-    if weights is not None:
-        return _build("mnist", weights, device)
-    cached = default_weights_cache() / weights_file_name("mnist")
-    if not cached.is_file():
-        from ganbench.train.classifier import ClassifierConfig, train_classifier
-
-        print(f"ganbench: no cached lenet-mnist weights at {cached}; training them once on MNIST", file=sys.stderr)
-        cfg = ClassifierConfig(dataset="mnist", out=str(cached), data_root=str(data_root) if data_root else None)
-        try:
-            train_classifier(cfg, progress=progress)
-        except DataUnavailableError as exc:
-            raise DataUnavailableError(
-                f"lenet-mnist needs weights trained on MNIST: none cached at {cached} and MNIST could not be loaded to "
-                f"train them ({exc}). Fix: go online once (ganbench trains and caches them), run "
-                f"`ganbench train classifier --dataset mnist --data-root DIR`, pass weights=FILE, or use --extractor "
-                "lenet-fashion-mnist"
-            ) from exc
-    return _build("mnist", cached, device)
+def build_lenet_mnist(weights: str | Path, device: str | torch.device = "cpu") -> LeNetExtractor:
+    """The MNIST classifier from a weights file. `lenet-mnist` without one (the registry's builder, in
+    `ganbench.train.classifier`) uses the cached file, training it on first use: training lives above features."""
+    return _build("mnist", weights, device)

@@ -20,8 +20,9 @@ EXTRACTORS: dict[str, tuple[str, str]] = {
         "ganbench.features.lenet:build_lenet_fashion_mnist",
         "small CNN classifier trained by ganbench on Fashion-MNIST; weights ship with ganbench",
     ),
+    # Trained on first use, so built by the training package: features never import training.
     "lenet-mnist": (
-        "ganbench.features.lenet:build_lenet_mnist",
+        "ganbench.train.classifier:lenet_mnist_trained_on_first_use",
         "small CNN classifier trained by ganbench on MNIST; trained on first use and cached",
     ),
 }

@@ -31,9 +31,10 @@ from ganbench import __version__
 from ganbench.atomic import atomic_write_bytes
 from ganbench.config import ClassifierConfig, check_writable_dir
 from ganbench.data import ImageDataset, load_dataset
-from ganbench.errors import ConfigError
+from ganbench.devices import resolve_device
+from ganbench.errors import ConfigError, DataUnavailableError
 from ganbench.features import lenet
-from ganbench.train.loop import derive_seed, resolve_device
+from ganbench.train.loop import derive_seed
 from ganbench.train.outputs import write_json
 
 
@@ -174,3 +175,31 @@ def _progress_bar(enabled: bool, total: int, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True, desc=desc)
+
+
+def lenet_mnist_trained_on_first_use(
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    data_root: str | Path | None = None,
+    progress: bool = True,
+) -> lenet.LeNetExtractor:
+    """The `lenet-mnist` extractor: `weights=` if given, else the cached file, else trained now on MNIST and cached.
+
+    It lives here, not in `ganbench.features.lenet`, so that features never import training (the circle
+    config -> features.lenet -> train.classifier -> config is gone)."""
+    if weights is not None:
+        return lenet.build_lenet_mnist(weights, device)
+    cached = lenet.default_weights_cache() / lenet.weights_file_name("mnist")
+    if not cached.is_file():
+        print(f"ganbench: no cached lenet-mnist weights at {cached}; training them once on MNIST", file=sys.stderr)
+        cfg = ClassifierConfig(dataset="mnist", out=str(cached), data_root=str(data_root) if data_root else None)
+        try:
+            train_classifier(cfg, progress=progress)
+        except DataUnavailableError as exc:
+            raise DataUnavailableError(
+                f"lenet-mnist needs weights trained on MNIST: none cached at {cached} and MNIST could not be loaded to "
+                f"train them ({exc}). Fix: go online once (ganbench trains and caches them), run "
+                f"`ganbench train classifier --dataset mnist --data-root DIR`, pass weights=FILE, or use --extractor "
+                "lenet-fashion-mnist"
+            ) from exc
+    return lenet.build_lenet_mnist(cached, device)
