@@ -161,12 +161,17 @@ def load_dataset(name: str, split: str = "train", data_root: str | Path | None =
 
     searched: list[Path] = []
     candidates: list[Path] = []
-    if data_root is not None:
-        candidates.append(Path(data_root))
-    if name == "fashion-mnist":
-        candidates.append(DEBIAN_FASHION_MNIST)
     cache = default_data_cache()
-    candidates.append(cache)  # files torchvision downloaded earlier are plain IDX files too
+    if data_root is not None:
+        # An explicit --data-root is the only place looked in: silently using another copy of the data would
+        # train or score on files the user did not name.
+        if not Path(data_root).is_dir():
+            raise DataUnavailableError(f"--data-root {data_root} does not exist or is not a folder")
+        candidates.append(Path(data_root))
+    else:
+        if name == "fashion-mnist":
+            candidates.append(DEBIAN_FASHION_MNIST)
+        candidates.append(cache)  # files torchvision downloaded earlier are plain IDX files too
 
     for directory in candidates:
         searched.append(directory)

@@ -83,3 +83,19 @@ def test_unknown_dataset_and_split():
         data.load_dataset("cifar")
     with pytest.raises(ConfigError, match="unknown split 'val'"):
         data.load_dataset("mnist", "val")
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_a_data_root_without_the_files_never_falls_back_to_another_copy(tmp_path, monkeypatch, exists):
+    # A copy elsewhere (the Debian package's folder, here a stand-in) must not be used when --data-root names another.
+    elsewhere = tmp_path / "debian"
+    elsewhere.mkdir()
+    make_idx_split(elsewhere, "test", 5, seed=0)
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", elsewhere)
+    root = tmp_path / "mine"
+    if exists:
+        root.mkdir()
+    pattern = "no fashion-mnist test IDX files in --data-root" if exists else "--data-root .*mine does not exist"
+    with pytest.raises(DataUnavailableError, match=pattern):
+        data.load_dataset("fashion-mnist", "test", data_root=root)
+    assert len(data.load_dataset("fashion-mnist", "test", log=False)) == 5  # without --data-root the copy is found
