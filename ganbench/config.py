@@ -18,6 +18,17 @@ from ganbench.protocol import DATASETS, PRECISIONS
 
 DEVICES = ("auto", "cpu", "cuda")
 SPEC_BETAS = (0.9, 0.999)  # PyTorch's Adam default, as the specification has it
+# Seeds reach torch.Generator.manual_seed (which takes up to 2**64 - 1) and the results store's signed 64-bit
+# INTEGER columns, the narrower of the two. (KID's numpy RandomState seed is the fixed metric seed, not --seed.)
+SEED_LIMIT = 2**63
+MAX_LATENT_DIM = 65_536
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    if seed < 0:
+        raise ConfigError(f"{flag} must be non-negative, got {seed}")
+    if seed >= SEED_LIMIT:
+        raise ConfigError(f"{flag} must be below 2**63 (seeds are signed 64-bit integers), got {seed}")
 
 
 def _check_training_run(cfg: BaselineConfig | ClassifierConfig) -> None:
@@ -35,8 +46,7 @@ def _check_training_run(cfg: BaselineConfig | ClassifierConfig) -> None:
             f"--batch-size {cfg.batch_size} is larger than --max-train-images {cfg.max_train_images}; "
             "lower --batch-size or raise --max-train-images"
         )
-    if cfg.seed < 0:
-        raise ConfigError(f"--seed must be non-negative, got {cfg.seed}")
+    check_seed(cfg.seed)
     if not cfg.lr > 0:
         raise ConfigError(f"learning rate must be positive, got {cfg.lr}")
     if cfg.device not in DEVICES:
@@ -67,6 +77,8 @@ class BaselineConfig:
 
     def __post_init__(self) -> None:
         _check_training_run(self)
+        if not 1 <= self.latent_dim <= MAX_LATENT_DIM:  # not a flag, but a checkpoint's config comes through here
+            raise ConfigError(f"latent_dim must be in 1..{MAX_LATENT_DIM}, got {self.latent_dim}")
         if self.checkpoint_every < 1:
             raise ConfigError(f"--checkpoint-every must be at least 1 epoch, got {self.checkpoint_every}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
@@ -160,8 +172,7 @@ class EvalConfig:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.bootstrap < 0 or self.bootstrap == 1:
             raise ConfigError(f"--bootstrap takes 0 (off) or at least 2 resamples, got {self.bootstrap}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be non-negative, got {self.seed}")
+        check_seed(self.seed)
         if self.device not in DEVICES:
             raise ConfigError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)} (--device)")
         if self.format not in FORMATS:

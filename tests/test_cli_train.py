@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,6 @@ def _run(args: list[str]) -> int:
 
 
 def _one_line_error(capsys, pattern: str) -> str:
-    import re
-
     err = capsys.readouterr().err.strip().splitlines()
     assert err, "no error printed"
     assert "Traceback" not in "\n".join(err)
@@ -62,6 +61,8 @@ def test_betas_option_reaches_the_optimiser(tiny_data_root, tmp_path):
         (["--checkpoint-every", "0"], r"--checkpoint-every must be at least 1"),
         (["--seeds", "1,1"], r"--seeds lists a seed twice"),
         (["--betas", "0.5"], r"argument --betas: expected two numbers like 0.5,0.999"),
+        (["--seed", str(2**63)], r"--seed must be below 2\*\*63 \(seeds are signed 64-bit integers\), got 9223372036854775808"),
+        (["--seeds", f"0,{10**20}"], r"--seed must be below 2\*\*63 .*got 100000000000000000000"),
     ],
 )
 def test_bad_values_are_one_line_errors_and_write_nothing(tiny_data_root, tmp_path, capsys, extra, pattern):
@@ -69,6 +70,17 @@ def test_bad_values_are_one_line_errors_and_write_nothing(tiny_data_root, tmp_pa
     assert _run(_train(tiny_data_root, out, *extra)) == 2
     _one_line_error(capsys, pattern)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["eval", "run.pt"], ["train", "classifier", "--out", "lenet.pt", "--epochs", "1",
+                                                       "--batch-size", "32", "--max-train-images", "64",
+                                                       "--max-test-images", "64"]])
+def test_every_commands_seed_must_fit_in_64_bits(tiny_data_root, tmp_path, capsys, monkeypatch, command):
+    # eval's --seed seeds torch.Generator (2**64 - 1 at most) and is stored in a signed 64-bit column
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.pt").write_bytes(b"")
+    assert _run([*command, "--data-root", str(tiny_data_root), "--seed", str(10**20)]) == 2
+    _one_line_error(capsys, r"--seed must be below 2\*\*63 .*got 100000000000000000000")
 
 
 def test_unknown_dataset_is_refused_by_the_parser(capsys):
@@ -93,10 +105,12 @@ def test_unwritable_out(tiny_data_root, tmp_path, capsys):
     _one_line_error(capsys, r"--out /proc/ganbench-out is not writable")
 
 
-def test_resume_without_checkpoint(tiny_data_root, tmp_path, capsys):
-    assert main(_train(tiny_data_root, tmp_path / "out", "--resume")) == 2
-    _one_line_error(capsys, r"--resume: no checkpoint to resume in .*seed0; run without --resume")
-    assert not (tmp_path / "out" / "baseline").exists()
+def test_resume_starts_a_seed_without_checkpoints_and_skips_a_finished_one(tiny_data_root, tmp_path, capsys):
+    assert main(_train(tiny_data_root, tmp_path / "out", "--resume")) == 0
+    assert re.search(r"--resume: no usable checkpoint in .*seed0; training it from the start", capsys.readouterr().err)
+    assert (tmp_path / "out/baseline/fashion-mnist/seed0/epoch_0001.pt").is_file()
+    assert main(_train(tiny_data_root, tmp_path / "out", "--resume")) == 0
+    assert re.search(r"seed0 already completed 1 epochs \(--epochs 1\); skipped it", capsys.readouterr().err)
 
 
 def test_resume_with_a_different_config(tiny_data_root, tmp_path, capsys):

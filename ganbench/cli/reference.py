@@ -44,7 +44,7 @@ def run(args) -> int:
     from ganbench.features.registry import build_extractor
     from ganbench.metrics import feature_statistics
     from ganbench.reference import reference_features
-    from ganbench.train.loop import resolve_device
+    from ganbench.devices import resolve_device
 
     if args.count is not None and args.count < 2:
         raise ConfigError(f"--count must be at least 2 (statistics need two samples), got {args.count}")

@@ -13,13 +13,14 @@ examples:
   ganbench train baseline                                  # the specification: MNIST, 100 epochs, seed 0
   ganbench train baseline --dataset fashion-mnist --seeds 0,1,2
   ganbench train baseline --dataset fashion-mnist --epochs 2 --max-train-images 2048   # a quick smoke run
-  ganbench train baseline --dataset fashion-mnist --resume # continue an interrupted run exactly
+  ganbench train baseline --dataset fashion-mnist --seeds 0,1,2 --resume   # finish an interrupted call exactly
   ganbench train baseline --dataset fashion-mnist --device cuda --cuda-graphs   # ~0.5 s/epoch on an H200
 
 outputs, under OUT/baseline/<dataset>/seed<k>/:
   epoch_XXXX.pt   checkpoints (every --checkpoint-every epochs and at the end; load with weights_only=True)
   epoch_XXXX.png  8x8 grid of samples from fixed noise, one per checkpoint
-  resume.pt       the latest epoch, rewritten every epoch so an interruption loses at most one epoch
+  resume.pt       the latest epoch, rewritten every epoch (after that epoch's other files) so an interruption
+                  loses at most the epoch in progress
   history.csv     per epoch: D loss, G loss, mean D(x), mean D(G(z)), seconds, images/s
   loss_curve.png  the losses and discriminator outputs per epoch
   config.json     the resolved configuration
@@ -72,7 +73,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default=defaults.out, metavar="DIR", help="output root (default: %(default)s/)")
     p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, metavar="N",
                    help="write epoch_XXXX.pt every N epochs, and at the end (default: %(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue each seed's run from its latest checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="finish each seed's run: continue it exactly from its latest usable checkpoint (first writing "
+                   "the checkpoint or grid of that epoch that an interruption left out), skip it when it already has "
+                   "--epochs epochs, start it when it has no checkpoint. Without --resume, a seed folder that holds "
+                   "checkpoints is refused")
     p.add_argument("--max-train-images", type=int, metavar="N", help="train on the first N images only (smoke tests, demos)")
     p.add_argument("--betas", type=_betas, default=SPEC_BETAS, metavar="B1,B2",
                    help="Adam betas (default: 0.9,0.999, PyTorch's default, as specified; 0.5,0.999 is the common DCGAN variant)")
@@ -106,9 +111,12 @@ def configs_from_args(args) -> list[BaselineConfig]:
 
 
 def run_baseline(args) -> int:
-    from ganbench.train.loop import train_baseline
+    from ganbench.train.loop import check_fresh_run, train_baseline
 
     configs = configs_from_args(args)  # validates every seed's config before the first one trains
+    if not args.resume:
+        for cfg in configs:  # every seed's folder, so a refusal comes before hours of training the first seeds
+            check_fresh_run(cfg)
     for cfg in configs:
         train_baseline(cfg, resume=args.resume, progress=not args.quiet)
     return 0

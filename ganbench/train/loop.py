@@ -29,13 +29,16 @@ import hashlib
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ganbench import __version__
+from ganbench.atomic import remove_stale_temporaries
 from ganbench.config import BaselineConfig, check_writable_dir
 from ganbench.data import ImageDataset, load_dataset
+from ganbench.devices import resolve_device
 from ganbench.errors import CheckpointError, ConfigError, one_line
 from ganbench.train import checkpoint as ckpt
 from ganbench.train.models import images_to_model, make_discriminator, make_generator, model_to_images
@@ -50,14 +53,6 @@ from ganbench.train.outputs import (
 
 RESUME_NAME = "resume.pt"  # written every epoch so an interruption loses at most the epoch in progress
 NUM_FIXED_SAMPLES = 64
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -115,47 +110,87 @@ class TrainingState:
             "history": [{k: row[k] for k in ("epoch", "step", "d_loss", "g_loss", "d_real", "d_fake")} for row in self.history],
         }
 
-    def load_checkpoint(self, state: dict) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["optimizer_g"])
-        self.opt_d.load_state_dict(state["optimizer_d"])
-        for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
-            group["capturable"] = self.cfg.cuda_graphs  # a run may resume with or without --cuda-graphs
-        torch.set_rng_state(state["rng"]["torch_cpu"])
-        if self.device.type == "cuda" and "torch_cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["torch_cuda"], self.device)
-        self.noise_rng.set_state(state["rng"]["noise"].to(self.noise_rng.get_state().device))
-        self.shuffle_rng.set_state(state["rng"]["shuffle"].to(self.shuffle_rng.get_state().device))
+    def load_checkpoint(self, state: dict, path: Path) -> None:
+        """Restore a checkpoint that ckpt.load_checkpoint and ckpt.resume_config have checked; what only torch
+        can check (shapes, generator states) fails here as a CheckpointError."""
+        try:
+            self.generator.load_state_dict(state["generator"])
+            self.discriminator.load_state_dict(state["discriminator"])
+            for name, optimizer in (("optimizer_g", self.opt_g), ("optimizer_d", self.opt_d)):
+                optimizer.load_state_dict(state[name])
+                _check_adam_state(optimizer, name)
+            for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
+                group["capturable"] = self.cfg.cuda_graphs  # a run may resume with or without --cuda-graphs
+            torch.set_rng_state(state["rng"]["torch_cpu"])
+            if self.device.type == "cuda" and "torch_cuda" in state["rng"]:
+                torch.cuda.set_rng_state(state["rng"]["torch_cuda"], self.device)
+            self.noise_rng.set_state(state["rng"]["noise"].to(self.noise_rng.get_state().device))
+            self.shuffle_rng.set_state(state["rng"]["shuffle"].to(self.shuffle_rng.get_state().device))
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise CheckpointError(f"--resume: {path} does not fit this run ({one_line(exc)}); "
+                                  "delete it or choose another --out") from exc
         self.fixed_noise = state["fixed_noise"]
         self.epoch = state["epoch"]
         self.step = state["step"]
         self.history = [dict(row) for row in state["history"]]
 
 
+def _check_adam_state(optimizer: torch.optim.Adam, name: str) -> None:
+    # Adam's load_state_dict matches parameter counts only; a wrong-shaped moment would fail inside the first step.
+    for param, moments in optimizer.state.items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            if moments[key].shape != param.shape:
+                raise ValueError(f"{name} {key} has shape {tuple(moments[key].shape)}, its parameter {tuple(param.shape)}")
+
+
 def _cpu_state(state_dict: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
 
 
-def find_resume_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint with the most completed epochs: resume.pt or the newest epoch_XXXX.pt."""
-    candidates = ckpt.find_checkpoints(run_dir)
-    if (run_dir / RESUME_NAME).is_file():
-        candidates.append(run_dir / RESUME_NAME)
-    best, best_epoch = None, -1
+class ResumePoint(NamedTuple):
+    path: Path
+    state: dict  # checked by ckpt.load_checkpoint and ckpt.resume_config
+    config: BaselineConfig  # the one the checkpoint was written under
+
+
+def find_resume_checkpoint(run_dir: Path) -> ResumePoint | None:
+    """The usable checkpoint with the most completed epochs (resume.pt or an epoch_XXXX.pt), loaded.
+
+    One that is unreadable, malformed or lacks resume state is skipped with a note: every epoch's checkpoint
+    holds the full resume state, so an older one is a correct, if earlier, place to continue from.
+    """
+    # resume.pt first: on a tie it is the one to keep, as it is already up to date.
+    resume_file = run_dir / RESUME_NAME
+    candidates = ([resume_file] if resume_file.is_file() else []) + ckpt.find_checkpoints(run_dir)
+    best: ResumePoint | None = None
     for path in candidates:
         try:
-            epoch = ckpt.load_checkpoint(path)["epoch"]
+            state = ckpt.load_checkpoint(path)
+            config = ckpt.resume_config(path, state)
         except CheckpointError as exc:
-            print(f"ganbench: skipping unreadable checkpoint: {exc}", file=sys.stderr)
+            print(f"ganbench: --resume: skipping {path.name}: {one_line(exc, None)}", file=sys.stderr)
             continue
-        if epoch > best_epoch:
-            best, best_epoch = path, epoch
+        if best is None or state["epoch"] > best.state["epoch"]:
+            best = ResumePoint(path, state, config)
     return best
 
 
-def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, dict | None]:
-    """Every check that can fail, before anything is written: data, sizes, output dir, resume state."""
+def check_fresh_run(cfg: BaselineConfig) -> None:
+    """Without --resume a run folder must hold no checkpoint, readable or not: training would overwrite them."""
+    run_dir = cfg.run_dir
+    if ckpt.find_checkpoints(run_dir) or (run_dir / RESUME_NAME).is_file():
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints; pass --resume to continue that run (a finished run is skipped) "
+            "or choose another --out"
+        )
+
+
+def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, ResumePoint | None]:
+    """Every check that can fail, before anything is written: data, sizes, output dir, resume state.
+
+    With `resume`, a run folder without a readable checkpoint starts from scratch (so one --resume command
+    finishes every seed of an interrupted --seeds call); without it, a folder holding checkpoints is refused.
+    """
     check_writable_dir(cfg.out, "--out")
     dataset = load_dataset(cfg.dataset, "train", cfg.data_root).head(cfg.max_train_images)
     if cfg.batch_size > len(dataset):
@@ -163,59 +198,58 @@ def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, dict |
             f"--batch-size {cfg.batch_size} is larger than the {len(dataset)} training images; lower --batch-size"
         )
     run_dir = cfg.run_dir
-    existing = find_resume_checkpoint(run_dir) if run_dir.is_dir() else None
     if not resume:
-        if existing is not None:
-            raise ConfigError(
-                f"{run_dir} already holds checkpoints; pass --resume to continue that run or choose another --out"
-            )
+        check_fresh_run(cfg)
         return dataset, None
-    if existing is None:
-        raise CheckpointError(f"--resume: no checkpoint to resume in {run_dir}; run without --resume to start it")
-    state = ckpt.load_checkpoint(existing)
-    if state.get("kind") != "baseline":
-        raise CheckpointError(f"--resume: {existing} is a {state.get('kind')!r} checkpoint, not a baseline run")
-    theirs = BaselineConfig.from_dict(state["config"]).training_identity()
-    ours = cfg.training_identity()
+    point = find_resume_checkpoint(run_dir) if run_dir.is_dir() else None
+    if point is None:
+        print(f"ganbench: --resume: no usable checkpoint in {run_dir}; training it from the start", file=sys.stderr)
+        return dataset, None
+    if point.state["kind"] != "baseline":
+        raise CheckpointError(f"--resume: {point.path} is a {point.state['kind']!r} checkpoint, not a baseline run")
+    theirs, ours = point.config.training_identity(), cfg.training_identity()
     if theirs != ours:
         changed = [k for k in ours if theirs.get(k) != ours.get(k)]
         diff = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {ours.get(k)!r}" for k in changed)
         raise CheckpointError(
-            f"--resume: {existing} was trained with a different config ({diff}); use the same options or another --out"
+            f"--resume: {point.path} was trained with a different config ({diff}); use the same options or another --out"
         )
-    if state["epoch"] >= cfg.epochs:
-        raise ConfigError(
-            f"--resume: {existing} already completed {state['epoch']} epochs (--epochs {cfg.epochs}); "
-            "raise --epochs to train further"
-        )
-    return dataset, state
+    return dataset, point
 
 
 def train_baseline(cfg: BaselineConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train one seed of the specified GAN; returns the run directory."""
-    dataset, resume_state = prepare_run(cfg, resume)
+    dataset, point = prepare_run(cfg, resume)
     device = resolve_device(cfg.device)
     if cfg.cuda_graphs and device.type != "cuda":
         raise ConfigError("--cuda-graphs needs a CUDA device, and none is available here; train without --cuda-graphs")
     fingerprint = dataset.fingerprint()
-    if resume_state is not None and resume_state["dataset"]["fingerprint"] != fingerprint:
+    if point is not None and point.state["dataset"]["fingerprint"] != fingerprint:
         raise CheckpointError(
             f"--resume: the training data differ from the data of the checkpoint in {cfg.run_dir} "
             "(fingerprint mismatch); use the same --dataset, --data-root and --max-train-images"
         )
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json({**cfg.to_dict(), "ganbench_version": __version__, "device_resolved": str(device)}, run_dir / "config.json")
+    if removed := remove_stale_temporaries(run_dir):
+        print(f"ganbench: removed {removed} temporary file(s) that a killed run left in {run_dir}", file=sys.stderr)
 
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         state = TrainingState(cfg, device)
-        if resume_state is not None:
-            state.load_checkpoint(resume_state)
+        if point is not None:
+            state.load_checkpoint(point.state, point.path)
+            timings = read_history_timings(run_dir / "history.csv")
+            for row in state.history:
+                row.update(timings.get(row["epoch"], {"seconds": "", "images_per_s": ""}))
+            _complete_epoch_outputs(state, point, dataset, fingerprint, run_dir)
+            if state.epoch >= cfg.epochs:
+                print(f"ganbench: {run_dir} already completed {state.epoch} epochs (--epochs {cfg.epochs}); "
+                      "skipped it (raise --epochs to train further)", file=sys.stderr)
+                return run_dir
             print(f"ganbench: resuming {run_dir} after epoch {state.epoch}", file=sys.stderr)
-        timings = read_history_timings(run_dir / "history.csv")
-        for row in state.history:
-            row.update(timings.get(row["epoch"], {"seconds": "", "images_per_s": ""}))
+        write_json({**cfg.to_dict(), "ganbench_version": __version__, "device_resolved": str(device)},
+                   run_dir / "config.json")
         try:
             _train_epochs(state, dataset, fingerprint, run_dir, progress)
         except Exception as exc:
@@ -312,7 +346,7 @@ def _train_epochs(state: TrainingState, dataset: ImageDataset, fingerprint: str,
             {"epoch": state.epoch, "step": state.step, "d_loss": d_loss_mean, "g_loss": g_loss_mean,
              "d_real": d_real_mean, "d_fake": d_fake_mean, "seconds": seconds, "images_per_s": n / seconds}
         )
-        _write_epoch_outputs(state, dataset, fingerprint, run_dir)
+        _write_epoch_outputs(state, dataset, fingerprint, run_dir, _keeps_checkpoint(state.epoch, cfg))
     if bar is not None:
         bar.close()
     last = state.history[-1]
@@ -369,15 +403,46 @@ class GraphedStep:
         self.graph = graph
 
 
-def _write_epoch_outputs(state: TrainingState, dataset: ImageDataset, fingerprint: str, run_dir: Path) -> None:
+def _keeps_checkpoint(epoch: int, cfg: BaselineConfig) -> bool:
+    return epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
+
+
+def _grid_path(run_dir: Path, epoch: int) -> Path:
+    return run_dir / f"epoch_{epoch:04d}.png"
+
+
+def _write_epoch_outputs(state: TrainingState, dataset: ImageDataset, fingerprint: str, run_dir: Path,
+                         keep_checkpoint: bool, only_missing: bool = False) -> None:
+    """The files of a finished epoch; `only_missing` leaves an existing checkpoint and grid as they are."""
     cfg = state.cfg
     checkpoint = state.to_checkpoint(dataset, fingerprint)
-    ckpt.save_checkpoint(checkpoint, run_dir / RESUME_NAME)
-    write_history_csv(state.history, run_dir / "history.csv")
-    if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
-        ckpt.save_checkpoint(checkpoint, run_dir / ckpt.checkpoint_name(state.epoch))
-        save_sample_grid(sample_fixed_grid(state), run_dir / f"epoch_{state.epoch:04d}.png")
+    if keep_checkpoint:
+        path, grid = run_dir / ckpt.checkpoint_name(state.epoch), _grid_path(run_dir, state.epoch)
+        if not (only_missing and path.is_file()):
+            ckpt.save_checkpoint(checkpoint, path)
+        if not (only_missing and grid.is_file()):
+            save_sample_grid(sample_fixed_grid(state), grid)
         plot_loss_curve(state.history, run_dir / "loss_curve.png", title=f"baseline {cfg.dataset} seed {cfg.seed}")
+    write_history_csv(state.history, run_dir / "history.csv")
+    # Last: --resume continues after the newest checkpoint, so a kill before this line repeats the epoch, and
+    # one after it finds the epoch's checkpoint and grid already on disk.
+    ckpt.save_checkpoint(checkpoint, run_dir / RESUME_NAME)
+
+
+def _complete_epoch_outputs(state: TrainingState, point: ResumePoint, dataset: ImageDataset, fingerprint: str,
+                            run_dir: Path) -> None:
+    """--resume: write what a kill left out of the epoch it resumes from (its checkpoint, its grid, an up-to-date
+    resume.pt), before training moves the weights on. The resume state is exactly that epoch's state, so the
+    files come out as the uninterrupted run would have written them."""
+    keep = _keeps_checkpoint(state.epoch, point.config)  # what the interrupted run's options owed this epoch
+    owed = [run_dir / ckpt.checkpoint_name(state.epoch), _grid_path(run_dir, state.epoch)] if keep else []
+    missing = [path.name for path in owed if not path.is_file()]
+    if point.path.name != RESUME_NAME:
+        missing.append(RESUME_NAME)  # absent, unreadable or behind the checkpoint resumed from
+    if missing:
+        _write_epoch_outputs(state, dataset, fingerprint, run_dir, keep, only_missing=True)
+        print(f"ganbench: {run_dir}: wrote {', '.join(missing)} of epoch {state.epoch}, left out by an interruption",
+              file=sys.stderr)
 
 
 @torch.no_grad()
@@ -397,4 +462,5 @@ def _progress_bar(enabled: bool, total: int, run: Path):
     return tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True, desc=str(run))
 
 
-__all__ = ["HISTORY_COLUMNS", "TrainingState", "find_resume_checkpoint", "prepare_run", "resolve_device", "train_baseline"]
+__all__ = ["HISTORY_COLUMNS", "ResumePoint", "TrainingState", "check_fresh_run", "find_resume_checkpoint", "prepare_run",
+           "resolve_device", "train_baseline"]

@@ -34,15 +34,23 @@ def write_history_csv(rows: list[dict], path: Path) -> None:
 
 
 def read_history_timings(path: Path) -> dict[int, dict]:
-    """Wall-clock columns of an earlier (interrupted) run's CSV, by epoch; empty when there is none."""
+    """Wall-clock columns of an earlier (interrupted) run's CSV, by epoch; empty when there is none.
+
+    Only informative (the maths lives in the checkpoints), so an unreadable file or row is left out, not an error.
+    """
     if not path.is_file():
         return {}
-    with open(path, newline="") as f:
-        return {
-            int(row["epoch"]): {"seconds": float(row["seconds"]), "images_per_s": float(row["images_per_s"])}
-            for row in csv.DictReader(f)
-            if row.get("seconds")
-        }
+    timings = {}
+    try:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                try:
+                    timings[int(row["epoch"])] = {"seconds": float(row["seconds"]), "images_per_s": float(row["images_per_s"])}
+                except (KeyError, TypeError, ValueError):
+                    continue
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return {}
+    return timings
 
 
 def write_json(data: dict, path: Path) -> None:
