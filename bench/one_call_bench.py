@@ -57,9 +57,9 @@ def peer(real: torch.Tensor, fake: torch.Tensor, weights: Path, kid_subset: int)
 
 
 def ours(real: torch.Tensor, fake: torch.Tensor, weights: Path, kid_subset: int, cached_real=None) -> tuple[float, dict, object]:
-    from ganbench.evaluate import metrics_from_features
     from ganbench.features.extract import extract_features
     from ganbench.features.inception import build_inception
+    from ganbench.metric_values import metrics_from_features
 
     started = time.perf_counter()
     extractor = build_inception(weights)

@@ -123,3 +123,83 @@ def test_eval_on_cuda_equals_eval_on_cpu(tiny_data_root, tmp_path):
     # uint8 value, so the metrics agree closely rather than bit for bit.
     for metric, value in values["cpu"].items():
         assert math.isclose(values["cuda"][metric], value, rel_tol=1e-3, abs_tol=2 / 64), (metric, values)
+
+
+# ---- metric maths on the GPU: the same numbers as the CPU path -------------------------------------------------
+
+
+def _gaussian_sets(n_real=1500, n_fake=1700, d=64, seed=0):
+    rng = np.random.default_rng(seed)
+    real = rng.standard_normal((n_real, d), dtype=np.float32)
+    fake = (1.1 * rng.standard_normal((n_fake, d)) + 0.15).astype(np.float32)
+    return real, fake
+
+
+def _near_tie_sets(n=300, d=32, k=3, seed=7):
+    # fake points one part in 10^6 inside or outside a real point's k-NN radius, far from the origin
+    rng = np.random.default_rng(seed)
+    real = (300.0 + rng.standard_normal((n, d))).astype(np.float32)
+    dist = np.linalg.norm(real[:, None].astype(np.float64) - real[None].astype(np.float64), axis=2)
+    kth = np.argsort(dist, axis=1)[:, k]
+    fake = (real[kth] + rng.choice([-1.0, 1.0], size=(n, 1)) * 1e-6 * (real[kth] - real)).astype(np.float32)
+    return real, fake
+
+
+def _cuda(*arrays):
+    return tuple(torch.from_numpy(a).cuda() for a in arrays)
+
+
+@pytest.mark.parametrize("sets", [_gaussian_sets, _near_tie_sets])
+def test_knn_metrics_on_cuda_count_exactly_as_on_cpu(sets, monkeypatch):
+    from ganbench.metrics import _knn
+    from ganbench.metrics.manifold import knn_metrics, prdc
+
+    real, fake = sets()
+    cpu = knn_metrics(real, fake, 3, 5, chunk_size=512)
+    assert knn_metrics(*_cuda(real, fake), 3, 5, chunk_size=512) == cpu
+    assert prdc(*_cuda(real, fake), 3) == prdc(real, fake, 3)
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True  # products switch to float64, so the bound stays valid
+    try:
+        assert knn_metrics(*_cuda(real, fake), 3, 5, chunk_size=512) == cpu
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    monkeypatch.setattr(_knn, "_FLOAT64_BLOCK", 0.0)  # every block with an uncertain pair: float64 products
+    assert knn_metrics(*_cuda(real, fake), 3, 5, chunk_size=512) == cpu
+
+
+def test_fid_and_kid_on_cuda_equal_cpu_to_1e9():
+    from ganbench.metrics.fid import feature_statistics, fid_from_features
+    from ganbench.metrics.kid import kernel_inception_distance
+
+    real, fake = _gaussian_sets()
+    assert math.isclose(fid_from_features(*_cuda(real, fake)), fid_from_features(real, fake), rel_tol=1e-9)
+    mu, sigma = feature_statistics(_cuda(real)[0])
+    mu_cpu, sigma_cpu = feature_statistics(real)
+    np.testing.assert_allclose(sigma, sigma_cpu, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mu, mu_cpu, rtol=1e-9, atol=1e-12)
+    gpu = kernel_inception_distance(*_cuda(real, fake), subsets=20, subset_size=500, seed=2020)
+    cpu = kernel_inception_distance(real, fake, subsets=20, subset_size=500, seed=2020)
+    assert math.isclose(gpu[0], cpu[0], rel_tol=1e-9) and math.isclose(gpu[1], cpu[1], rel_tol=1e-9)
+
+
+def test_metrics_from_features_on_cuda_equal_cpu_bootstrap_included():
+    from ganbench.features.extract import FeatureSet
+    from ganbench.metric_values import metrics_from_features
+
+    protocol = {"extractor": "lenet-fashion-mnist", "preprocessing": "lenet-28-gray-unit", "weights_sha256": "x"}
+    real, fake = _gaussian_sets(n_real=1200, n_fake=1100, d=32, seed=3)
+    logits = np.random.default_rng(4).standard_normal((2, 1200, 10)).astype(np.float32)
+    real_set, fake_set = FeatureSet(real, logits[0], protocol), FeatureSet(fake, logits[1, :1100], protocol)
+    cpu = metrics_from_features(real_set, fake_set, bootstrap=4)
+    gpu = metrics_from_features(real_set, fake_set, bootstrap=4, device="cuda")
+    assert cpu.keys() == gpu.keys()
+    for name, value in cpu.items():
+        other = gpu[name]
+        assert other.options == value.options, name
+        if name in ("fid", "kid"):  # float64 sums in another order
+            for a, b in ((other.value, value.value), (other.std, value.std), (other.ci_low, value.ci_low),
+                         (other.ci_high, value.ci_high)):
+                assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-9), (name, a, b)
+        else:  # counts, IS and the class metrics: the same numbers
+            assert other == value, name

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ganbench.errors import ConfigError, MetricError
-from ganbench.evaluate import applicable_metrics, metrics_from_features
 from ganbench.features.extract import FeatureSet
+from ganbench.metric_values import applicable_metrics, metrics_from_features
 
 LENET = {"extractor": "lenet-fashion-mnist", "preprocessing": "lenet-28-gray-unit", "weights_sha256": "x"}
 INCEPTION = {"extractor": "inception", "preprocessing": "tf1", "weights_sha256": "y"}
@@ -107,3 +107,16 @@ def test_kid_equals_torch_fidelity_with_the_roles_of_its_command_line():
                                  kid_subset_size=40, rng_seed=2020, verbose=False)
     assert values["kid"].value == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-6)
     assert values["kid"].std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-6)
+
+
+def test_one_bootstrap_pass_equals_each_group_resampled_on_its_own():
+    # precision/recall (k = 3), density/coverage (k = 5) and FID share one set of resamples; each equals what
+    # the group's own bootstrap (same seed, so the same resamples) gives
+    from ganbench.metrics.bootstrap import bootstrap_intervals
+
+    real, fake = _sets(LENET, n_real=70, n_fake=70, seed=5)
+    values = metrics_from_features(real, fake, ["fid", "precision", "recall", "density", "coverage"], bootstrap=5, seed=4)
+    for group, k in ((("fid",), 5), (("precision", "recall"), 3), (("density", "coverage"), 5)):
+        alone = bootstrap_intervals(real.features, fake.features, group, resamples=5, seed=4, nearest_k=k)
+        for name in group:
+            assert (values[name].ci_low, values[name].ci_high) == (alone[name].low, alone[name].high), name

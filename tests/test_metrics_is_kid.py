@@ -9,7 +9,7 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torchmetrics.image.kid import poly_mmd
 
 from ganbench.errors import MetricError
-from ganbench.metrics.inception_score import inception_score
+from ganbench.metrics.isc import inception_score
 from ganbench.metrics.kid import kernel_inception_distance
 
 
@@ -158,3 +158,18 @@ def test_inception_score_of_classes_whose_probability_underflows_is_finite_and_w
     ref = isc_features_to_metric(torch.from_numpy(logits[:, :5]), splits=4, shuffle=True, rng_seed=2020)
     assert mean == pytest.approx(ref["inception_score_mean"], rel=1e-12) and mean == pytest.approx(5.0, abs=0.05)
     assert std == pytest.approx(ref["inception_score_std"], rel=1e-9, abs=1e-12)
+
+
+def test_kid_kernel_sums_by_row_chunks_equal_the_whole_matrices(monkeypatch):
+    # the kernel matrices are summed chunk by chunk (memory ~ chunk x subset size); a chunk that does not divide
+    # the subset must still drop exactly the diagonal of each within-set matrix
+    from ganbench.metrics import kid
+
+    x, y = _features(seed=31), _features(n=150, shift=0.2, seed=32)
+    whole = kernel_inception_distance(x, y, subsets=4, subset_size=90, seed=5)
+    monkeypatch.setattr(kid, "_CHUNK", 7)
+    chunked = kernel_inception_distance(x, y, subsets=4, subset_size=90, seed=5)
+    assert chunked == pytest.approx(whole, rel=1e-12)
+    ref = kid_features_to_metric(torch.from_numpy(y), torch.from_numpy(x), kid_subsets=4, kid_subset_size=90, rng_seed=5,
+                                 verbose=False)
+    assert chunked[0] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-9)

@@ -12,7 +12,7 @@ from ganbench.metrics import registry
 from ganbench.metrics.bootstrap import bootstrap_intervals
 from ganbench.metrics.classes import class_kl_from_uniform, classes_covered, classes_covered_fraction
 from ganbench.metrics.fid import fid_from_features
-from ganbench.metrics.prdc import prdc
+from ganbench.metrics.manifold import prdc
 
 
 def test_classes_covered_counts_classes_predicted_at_least_once():
@@ -45,9 +45,13 @@ def test_class_metrics_bad_inputs():
 def test_registry_names_directions_and_needs():
     assert registry.metric_names() == (
         "fid", "is", "kid", "precision", "recall", "density", "coverage", "classes_covered", "class_kl",
+        "authenticity", "mifid", "data_copying_ct", "cmmd", "fd_infinity", "fwd",
     )
     lower = {name for name in registry.metric_names() if registry.direction(name) == "lower"}
-    assert lower == {"fid", "kid", "class_kl"}
+    assert lower == {"fid", "kid", "class_kl", "mifid", "cmmd", "fd_infinity", "fwd"}
+    # the memorization metrics need a training-split reference; fwd lives in the wavelet feature space alone
+    assert {n for n, s in registry.METRICS.items() if s.reference != "any"} == {"authenticity", "mifid", "data_copying_ct"}
+    assert registry.get_metric("fwd").feature_space == "wavelet"
     assert registry.get_metric("is").needs == "logits"
     assert registry.get_metric("classes_covered").needs == "classes"
     assert all(spec.description and spec.min_samples >= 1 for spec in registry.METRICS.values())
@@ -95,3 +99,18 @@ def test_bootstrap_bad_inputs():
         bootstrap_intervals(real, real, resamples=1)
     with pytest.raises(MetricError, match="level: received 1.5"):
         bootstrap_intervals(real, real, level=1.5)
+
+
+def test_public_names_import_as_the_readme_writes_them():
+    # A module named after its own function used to hide it: `from ganbench.metrics import prdc` gave the module.
+    import ganbench.metrics as M
+    from ganbench.metrics import inception_score, prdc
+    from ganbench.metrics.isc import inception_score as isc_function
+    from ganbench.metrics.manifold import prdc as prdc_function
+
+    assert prdc is prdc_function and callable(prdc)
+    assert inception_score is isc_function and M.inception_score is isc_function and M.prdc is prdc_function
+    import ganbench
+    import ganbench.scoring  # noqa: F401  (imports the metric-values module; the package attribute stays the function)
+
+    assert callable(ganbench.evaluate) and ganbench.evaluate.__module__ == "ganbench.api"

@@ -12,7 +12,7 @@ import torch
 from torch_fidelity.metric_prc import prc_features_to_metric
 
 from ganbench.errors import MetricError
-from ganbench.metrics.prdc import density_coverage, prdc, precision_recall
+from ganbench.metrics.manifold import density_coverage, knn_metrics, prdc, precision_recall
 
 
 def _reference(real, fake, k):
@@ -121,3 +121,86 @@ def test_bad_inputs_raise_metric_error_with_pinned_messages():
         precision_recall(bad, fake)
     with pytest.raises(MetricError, match="nearest_k: expected a positive integer, received 0"):
         density_coverage(real, fake, k=0)
+
+
+@pytest.mark.parametrize(("pr_k", "dc_k"), [(3, 5), (5, 3), (4, 4)])
+def test_knn_metrics_shared_pass_equals_separate_computations_and_reference(pr_k, dc_k):
+    real, fake = _sets(seed=10 + pr_k)
+    shared = knn_metrics(real, fake, pr_k=pr_k, dc_k=dc_k, chunk_size=64)
+    assert shared == {**precision_recall(real, fake, k=pr_k), **density_coverage(real, fake, k=dc_k)}
+    ref_pr, ref_dc = _reference(real, fake, pr_k), _reference(real, fake, dc_k)
+    assert shared == {"precision": ref_pr["precision"], "recall": ref_pr["recall"],
+                      "density": ref_dc["density"], "coverage": ref_dc["coverage"]}
+    assert knn_metrics(real, fake, pr_k=None, dc_k=dc_k) == density_coverage(real, fake, k=dc_k)
+    assert knn_metrics(real, fake, pr_k=pr_k, dc_k=None) == precision_recall(real, fake, k=pr_k)
+
+
+def test_blocks_recomputed_with_float64_products_give_the_same_counts(monkeypatch):
+    # every block with an uncertain pair takes the float64-product route (normally only blocks where the
+    # float32 bound marks more than 1/16 of the pairs: concentrated high-dimensional features)
+    from ganbench.metrics import _knn
+
+    real, fake = _sets(n_real=150, n_fake=170, d=16, seed=11)
+    ref = _reference(real, fake, 3)
+    monkeypatch.setattr(_knn, "_FLOAT64_BLOCK", 0.0)
+    calls, original = [], _knn._float64_d2
+    monkeypatch.setattr(_knn, "_float64_d2", lambda *a: calls.append(1) or original(*a))
+    assert prdc(real, fake, 3, chunk_size=40) == ref
+    assert calls  # the route was taken
+    # with near-ties too (the trap of test_near_ties_that_float32_distances_flip_still_match_reference)
+    rng = np.random.default_rng(7)
+    real = (300.0 + rng.standard_normal((120, 32))).astype(np.float32)
+    dist = np.linalg.norm(real[:, None].astype(np.float64) - real[None].astype(np.float64), axis=2)
+    kth = np.argsort(dist, axis=1)[:, 3]
+    fake = (real[kth] + rng.choice([-1.0, 1.0], size=(120, 1)) * 1e-6 * (real[kth] - real)).astype(np.float32)
+    assert prdc(real, fake, 3, chunk_size=50) == _reference(real, fake, 3)
+
+
+def test_knn_metrics_bad_inputs_name_their_argument():
+    real, fake = _sets()
+    with pytest.raises(MetricError, match="pr_k, dc_k: received None for both; expected at least one neighbour count"):
+        knn_metrics(real, fake, pr_k=None, dc_k=None)
+    with pytest.raises(MetricError, match="pr_k: expected a positive integer, received 0"):
+        knn_metrics(real, fake, pr_k=0)
+    with pytest.raises(MetricError, match=r"dc_k=200 but real features have only N=200 samples; expected dc_k < N"):
+        knn_metrics(real, fake, dc_k=200)
+
+
+def _merged_root_sets(groups=40, seed=12):
+    """Sets where each fake point's float32 squared distance to a real point is below that point's float32
+    squared radius (k = 1) but has the same correctly rounded float32 root: d == radius.
+
+    Group g: real r0 = 4 e_(3g), r1 = r0 + delta and fake f = r0 - phi, delta and phi in the axes 3g+1, 3g+2;
+    distances are exact in float64 (float32 coordinates, two squares), groups 4 sqrt(2) apart."""
+    rng = np.random.default_rng(seed)
+    real = np.zeros((2 * groups, 3 * groups), np.float32)
+    fake = np.zeros((groups, 3 * groups), np.float32)
+    steps = np.arange(-24, 25, dtype=np.float32)
+    g = 0
+    while g < groups:
+        delta = rng.uniform(0.5, 1.0, 2).astype(np.float32)
+        sq_r = np.float32(np.sum(delta.astype(np.float64) ** 2))
+        # phi: delta moved by a few ulps per axis; many combinations give squared distances just below sq_r
+        p1 = delta[0] + steps * np.spacing(delta[0])
+        p2 = delta[1] + steps * np.spacing(delta[1])
+        sq_f = (p1.astype(np.float64)[:, None] ** 2 + p2.astype(np.float64)[None, :] ** 2).astype(np.float32)
+        good = np.argwhere((sq_f < sq_r) & (np.sqrt(sq_f) == np.sqrt(sq_r)))
+        if not len(good):
+            continue
+        i, j = good[0]
+        real[2 * g : 2 * g + 2, 3 * g] = 4.0
+        real[2 * g + 1, 3 * g + 1 : 3 * g + 3] = delta
+        fake[g, 3 * g] = 4.0
+        fake[g, 3 * g + 1 : 3 * g + 3] = -p1[i], -p2[j]
+        g += 1
+    return real, fake
+
+
+def test_distances_are_rounded_as_numpy_rounds_them_where_two_squares_share_a_root():
+    # prdc's distances are numpy's float32 sqrt, which is correctly rounded: two adjacent float32 squared
+    # distances can share one root, and then d == radius puts the point outside the (strict) ball. Some torch
+    # sqrt kernels are not correctly rounded (this CPU's, and torch 2.11's AVX-512 one) and round such roots apart.
+    real, fake = _merged_root_sets()
+    ref = _reference(real, fake, 1)
+    assert ref["density"] == 0.0 and ref["precision"] == 0.0  # every fake point sits exactly on a radius
+    assert knn_metrics(real, fake, 1, 1) == ref

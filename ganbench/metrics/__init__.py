@@ -1,10 +1,11 @@
 """Metric maths: pure functions from features, logits or predicted classes to numbers.
 
-One module per metric (fid, inception_score, kid, prdc, classes), bootstrap intervals, and the
-registry of names and directions. Names are resolved lazily so that importing the registry (for
-`--help`) does not import scipy. `inception_score` and `prdc` share their module's name, so import
-them from their modules: `from ganbench.metrics.prdc import prdc` (a package attribute with that name
-would be the module once it is imported).
+One module per metric family (fid, isc, kid, manifold: the k-NN precision/recall/density/coverage, classes,
+memorization, cmmd, fd_infinity, fwd), bootstrap intervals, and the registry of names and directions. No module is
+named after a function it holds, so every name below imports as documented: `from ganbench.metrics import prdc`
+and `ganbench.metrics.inception_score(...)` are the functions (a package attribute named like a submodule would
+become the module once that is imported). Names are resolved lazily so that importing the registry (for `--help`)
+does not import scipy.
 """
 
 from __future__ import annotations
@@ -16,12 +17,22 @@ _EXPORTS = {
     "StreamingStatistics": "fid",
     "frechet_distance": "fid",
     "fid_from_features": "fid",
+    "inception_score": "isc",
     "kernel_inception_distance": "kid",
-    "precision_recall": "prdc",
-    "density_coverage": "prdc",
+    "precision_recall": "manifold",
+    "density_coverage": "manifold",
+    "prdc": "manifold",
+    "knn_metrics": "manifold",
     "classes_covered": "classes",
     "classes_covered_fraction": "classes",
     "class_kl_from_uniform": "classes",
+    "authenticity": "memorization",
+    "data_copying_ct": "memorization",
+    "mifid": "memorization",
+    "nearest_neighbours": "memorization",
+    "cmmd_from_features": "cmmd",
+    "fd_infinity_from_features": "fd_infinity",
+    "frechet_wavelet_distance": "fwd",
     "bootstrap_intervals": "bootstrap",
     "Interval": "bootstrap",
     "METRICS": "registry",

@@ -3,6 +3,8 @@ raises `MetricError` with a message that says what was received and what was exp
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -47,20 +49,36 @@ def as_numpy(x, name: str, *, min_samples: int = 2, dtype=np.float64) -> np.ndar
     return x
 
 
-def as_tensor(x, name: str, *, min_samples: int = 2) -> torch.Tensor:
-    """(N, D) array-like or tensor -> (N, D) float32 or float64 tensor on its own device (CPU for numpy)."""
+def as_tensor(x, name: str, *, min_samples: int = 2, widen: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, D) array-like or tensor -> (N, D) float32 or float64 tensor on its own device (CPU for numpy, no copy).
+
+    widen: the dtype integers and half precision become (float32 and float64 inputs keep their precision).
+    """
     if not isinstance(x, torch.Tensor):
-        x = torch.from_numpy(np.asarray(x))
+        array = np.asarray(x)
+        _check_matrix(array, name, min_samples)
+        if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+            raise MetricError(f"{name}: expected real numbers, received dtype {array.dtype}")
+        if any(stride < 0 for stride in array.strides):
+            array = array.copy()  # torch cannot view negative strides
+        with warnings.catch_warnings():
+            # a read-only array is only ever read here; copying it would double the memory of 50k x 2048 features
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+            x = torch.from_numpy(array)
     x = x.detach()
     _check_matrix(x, name, min_samples)
     if x.is_complex() or x.dtype == torch.bool:
         raise MetricError(f"{name}: expected real numbers, received dtype {x.dtype}")
     if x.dtype not in (torch.float32, torch.float64):
-        # integers and half precision are widened; float64 inputs keep their precision
-        x = x.to(torch.float32)
-    # by chunks: a full (N, D) mask would be a large temporary for 50k x 2048 features
-    _check_finite(sum(int((~torch.isfinite(c)).sum()) for c in x.split(4096)), name)
+        x = x.to(widen)
+    # by chunks: a full (N, D) mask would be a large temporary for 50k x 2048 features; one int(): one device sync
+    _check_finite(int(sum((~torch.isfinite(c)).sum() for c in x.split(4096))), name)
     return x
+
+
+def check_same_device(real: torch.Tensor, fake: torch.Tensor) -> None:
+    if real.device != fake.device:
+        raise MetricError(f"real features are on {real.device}, fake features on {fake.device}; expected one device")
 
 
 def check_same_dim(real, fake, what: str = "feature") -> None:

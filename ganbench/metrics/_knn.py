@@ -2,7 +2,7 @@
 
 prdc (via scikit-learn) decides "d(a, b) < radius" on float32 distances sqrt32(round32(d2)), with
 d2 = |a|^2 + |b|^2 - 2 a.b computed in float64. We reproduce those decisions without an N x N matrix
-and at float32 speed:
+and at float32 speed, on the features' device:
 
 1. Products in float32, on blocks of `chunk` x `chunk` pairs; real-real and fake-fake pairs once
    each (blocks on and above the diagonal; a block updates the rows of both its chunks). Features
@@ -13,26 +13,42 @@ and at float32 speed:
    the probabilistic bound of Higham & Mary (2019, Thm 2.4) is used instead, beta = (13 sqrt(D) + 10) u:
    it fails only if float32 rounding errors conspire with probability below 2 D exp(-13^2 / 2) ~ 1e-33
    per pair, and it marks ~sqrt(D) times fewer pairs (measured errors are ~50 times below it).
-3. Only marked pairs are recomputed in float64 from the original coordinates, sum((a - b)^2), and
-   quantised as prdc's distances are (float32 features: sqrt of the float32-rounded d2). Radii are
-   carried as approximate values with an error bound; a radius is made exact (from the few tracked
-   neighbours whose order is uncertain) only for the points a marked pair needs.
+3. Marked pairs are recomputed in float64 from the original coordinates, sum((a - b)^2) in one fixed
+   order, and quantised as prdc's distances are (float32 features: numpy's correctly rounded float32 sqrt
+   of the float32-rounded d2, which torch's sqrt kernels are not on every CPU): the same bits on every
+   device, so CPU and GPU counts are equal even with 10^5 pairs a float32 ulp from a radius. One pass over
+   each set's own pairs gives every point's nearest neighbours for the largest k asked for; the radii
+   for each k are made exact from them (only the few neighbours whose order is uncertain are recomputed).
+4. One pass over the real-fake pairs tests every ball at once (precision's, recall's, density's),
+   deciding each block's marked pairs before the next block: memory never grows with their number.
+   A block where the float32 bound marks more than `_FLOAT64_BLOCK` of the pairs (concentrated
+   high-dimensional features) is recomputed with float64 products, whose bound is 2^29 times tighter.
 
-Memory beyond the inputs: O(chunk x D + chunk^2 + N k); centred blocks are made as they are used. Where torch
-may run float32 products at reduced precision (TF32 on CUDA, float32_matmul_precision != "highest"),
-the products run in float64 so the bound stays valid.
+Memory beyond the inputs: O(chunk x D + chunk^2 + N k) on every input; centred blocks are made as they
+are used. Where torch may run float32 products at reduced precision (TF32 on CUDA,
+float32_matmul_precision != "highest"), the products run in float64 so the bound stays valid.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 
 _BAND = 1e-5  # relative slack around a threshold for float32 rounding of d2 and of its square root
 _LAMBDA = 13.0  # probabilistic bound: failure probability ~ 2 D exp(-LAMBDA^2 / 2) per pair
-_EXACT_BATCH = 512  # pairs recomputed in float64 at a time (batch x D float64 temporaries)
+_EXACT_ELEMENTS = 1 << 22  # pairs x D recomputed in float64 at a time (a 32 MB temporary)
+_FLOAT64_BLOCK = 1 / 16  # fraction of a block's pairs marked uncertain above which it is recomputed in float64
+
+
+def _beta(d: int, unit: float, worst_case: bool) -> float:
+    # gamma bounds the relative error of a length-D dot product (for the norms, of a sum of squares).
+    # In d2 = |a|^2 - 2 a.b + |b|^2 the norms and 2 a.b each err by <= gamma (|a|^2 + |b|^2) in total;
+    # the two additions and the rounding of the centred coordinates add < 10 u (|a|^2 + |b|^2)
+    gamma = d * unit if worst_case else math.expm1(_LAMBDA * math.sqrt(d) * unit + d * unit * unit)
+    return 2 * gamma + 10 * unit
 
 
 @dataclass(frozen=True)
@@ -43,10 +59,12 @@ class Points:
     centre: torch.Tensor  # (D,) in the work dtype: float32 (float64 under reduced-precision matmul)
     sq_norms: torch.Tensor  # (N,) float64 squared norms of the centred rows, as rounded to the work dtype
     beta: float  # |approx d2 - d2| <= beta (sq_norms[a] + sq_norms[b])
+    beta64: float  # the same bound for products of float64 centred rows
 
-    def block(self, rows: slice) -> torch.Tensor:
-        """Centred rows in the work dtype; made per block, so no centred copy of the whole set is kept."""
-        return self.exact[rows].to(self.centre.dtype) - self.centre
+    def block(self, rows: slice, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Centred rows in the work dtype (or `dtype`); made per block, so no centred copy of the whole set is kept."""
+        dtype = dtype or self.centre.dtype
+        return self.exact[rows].to(dtype) - self.centre.to(dtype)
 
 
 def _reduced_precision_matmul(device: torch.device) -> bool:
@@ -60,20 +78,16 @@ def prepare(real: torch.Tensor, fake: torch.Tensor, chunk: int, worst_case: bool
     work_dtype = torch.float64 if _reduced_precision_matmul(real.device) else torch.float32
     unit = 2.0**-53 if work_dtype == torch.float64 else 2.0**-24
     d = real.shape[1]
-    # gamma bounds the relative error of a length-D dot product (for the norms, of a sum of squares).
-    # In d2 = |a|^2 - 2 a.b + |b|^2 the norms and 2 a.b each err by <= gamma (|a|^2 + |b|^2) in total;
-    # the two additions and the rounding of the centred coordinates add < 10 u (|a|^2 + |b|^2)
-    gamma = d * unit if worst_case else math.expm1(_LAMBDA * math.sqrt(d) * unit + d * unit * unit)
-    beta = 2 * gamma + 10 * unit
+    beta, beta64 = _beta(d, unit, worst_case), _beta(d, 2.0**-53, worst_case)
     # any centre gives the same distances; one in the work dtype makes x - centre a single rounding
     centre = (sum(c.sum(dim=0, dtype=torch.float64) for c in real.split(chunk)) / real.shape[0]).to(work_dtype)
-    return _centred(real, centre, beta, chunk), _centred(fake, centre, beta, chunk)
+    return _centred(real, centre, beta, beta64, chunk), _centred(fake, centre, beta, beta64, chunk)
 
 
-def _centred(x: torch.Tensor, centre: torch.Tensor, beta: float, chunk: int) -> Points:
-    p = Points(exact=x, centre=centre, sq_norms=torch.empty(0), beta=beta)
+def _centred(x: torch.Tensor, centre: torch.Tensor, beta: float, beta64: float, chunk: int) -> Points:
+    p = Points(exact=x, centre=centre, sq_norms=torch.empty(0), beta=beta, beta64=beta64)
     sq = [torch.linalg.vecdot(w, w) for w in (p.block(slice(s, s + chunk)) for s in range(0, x.shape[0], chunk))]
-    return Points(exact=x, centre=centre, sq_norms=torch.cat(sq).to(torch.float64), beta=beta)
+    return Points(exact=x, centre=centre, sq_norms=torch.cat(sq).to(torch.float64), beta=beta, beta64=beta64)
 
 
 def _approx_d2(a: Points, wa: torch.Tensor, rows: slice, b: Points, wb: torch.Tensor, cols: slice) -> torch.Tensor:
@@ -84,14 +98,52 @@ def _approx_d2(a: Points, wa: torch.Tensor, rows: slice, b: Points, wb: torch.Te
 
 def exact_distances(a: Points, ia: torch.Tensor, b: Points, ib: torch.Tensor) -> torch.Tensor:
     """Distances for the pairs (a[ia[t]], b[ib[t]]) from float64 differences, quantised like prdc's:
-    float32 features give sqrt32(round32(d2)), float64 features sqrt(d2)."""
-    out = []
-    for start in range(0, ia.numel(), _EXACT_BATCH):
-        sl = slice(start, start + _EXACT_BATCH)
+    float32 features give sqrt32(round32(d2)), float64 features sqrt(d2). The same bits on every device."""
+    # one preallocated result: a list of small per-batch results between large temporaries fragments the heap
+    d2 = torch.empty(ia.numel(), dtype=torch.float64, device=a.exact.device)
+    batch = max(1, _EXACT_ELEMENTS // a.exact.shape[1])
+    for start in range(0, ia.numel(), batch):
+        sl = slice(start, start + batch)
         diff = a.exact[ia[sl]].to(torch.float64).sub_(b.exact[ib[sl]])
-        out.append(torch.linalg.vecdot(diff, diff))
-    d2 = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64, device=a.exact.device)
-    return d2.to(a.exact.dtype).sqrt_()
+        d2[sl] = _sum_of_squares(diff)
+    if a.exact.dtype == torch.float32:
+        return _sqrt32(d2.to(torch.float32))
+    return d2.sqrt_()
+
+
+def _sqrt32(x: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded float32 square roots of non-negative float32 x, as IEEE sqrt (and numpy) gives them.
+
+    Some float32 sqrt kernels are not (torch 2.11's AVX-512 CPU kernel gave 61.225384 for sqrt(3748.5479),
+    one ulp low, for 0.3% of the radii of a 10,000-point set). The float64 root rounded to float32 is within
+    one ulp; it is then moved to the neighbour on the correct side of the midpoints between float32 values,
+    whose squares are exact in float64 (25 significant bits, squared: 50 <= 53), as is x.
+    """
+    root, x64 = x.double().sqrt_().to(torch.float32), x.double()
+    for towards, outside in ((0.0, torch.lt), (float("inf"), torch.gt)):
+        neighbour = torch.nextafter(root, torch.full_like(root, towards))
+        mid = (root.double() + neighbour.double()) / 2  # exact: two adjacent float32 values
+        root = torch.where(outside(x64, mid * mid), neighbour, root)  # x is never equal to mid^2 (parity)
+    return root
+
+
+def _sum_of_squares(x: torch.Tensor) -> torch.Tensor:
+    """Row sums of x^2 (x is overwritten) in one fixed pairwise order, by elementwise operations only.
+
+    A BLAS or reduction kernel sums in an order of its own (per device, per CPU), and near a threshold one
+    float64 rounding can move a float32 distance by one ulp: with 10^5 pairs at the boundary (concentrated
+    features) CPU and GPU counts then differ. Elementwise IEEE operations give the same bits everywhere.
+    """
+    x = x.mul_(x)
+    width = x.shape[1]
+    while width > 1:
+        if width % 2:
+            x[:, 0].add_(x[:, width - 1])
+            width -= 1
+        half = width // 2
+        x[:, :half].add_(x[:, half:width])
+        width = half
+    return x[:, 0]
 
 
 def _merge(best_vals, best_idx, rows: slice, vals, idx, m: int) -> None:
@@ -125,116 +177,162 @@ def _approx_neighbours(p: Points, m: int, chunk: int) -> tuple[torch.Tensor, tor
     return best_vals, torch.gather(best_idx, 1, order)
 
 
-@dataclass(frozen=True)
-class Radii:
-    """k-th neighbour radii of one set: approximate for all points, exact on demand.
-
-    The exact squared radius t of point i lies in [approx[i] - err[i], approx[i] + err[i]]; most
-    decisions need no more. `exact(rows)` gives the radii as prdc holds them (the (k+1)-th smallest
-    distance including the point itself, quantised like prdc's distances) for the rows that do.
-    """
-
-    points: Points
-    k: int
-    vals: torch.Tensor  # (N, m) float64 smallest approximate d2 per row, sorted
-    idx: torch.Tensor  # (N, m) their indices
-    approx: torch.Tensor  # (N,) float64 approximate squared radius, vals[:, k]
-    err: torch.Tensor  # (N,) float64 error bound of any approximate d2 in the row
-
-    def exact(self, rows: torch.Tensor) -> torch.Tensor:
-        p, k, device = self.points, self.k, self.points.exact.device
-        vals, idx, a_k, err = self.vals[rows], self.idx[rows], self.approx[rows], self.err[rows]
-        n, m = p.exact.shape[0], vals.shape[1]
-        # points below a_(k+1) - 2 err are surely nearer than the (k+1)-th exact value, points above
-        # a_(k+1) + 2 err surely farther: only the band between needs exact distances
-        below = (vals < (a_k - 2 * err)[:, None]).sum(dim=1)
-        band = (vals >= (a_k - 2 * err)[:, None]) & (vals <= (a_k + 2 * err)[:, None])
-        complete = (vals[:, -1] > a_k + 2 * err) | (m == n)  # else untracked points may be in the band
-        radii = torch.empty(rows.numel(), dtype=p.exact.dtype, device=device)
-        ok = torch.nonzero(complete).squeeze(1)
-        r_pos, c_pos = torch.nonzero(band[ok], as_tuple=True)
-        dist = exact_distances(p, rows[ok][r_pos], p, idx[ok][r_pos, c_pos])
-        table = torch.full((ok.numel(), m), float("inf"), dtype=dist.dtype, device=device)
-        table[r_pos, c_pos] = dist
-        rank = k + 1 - below[ok]  # 1-based rank of the radius within the band
-        radii[ok] = table.sort(dim=1).values.gather(1, (rank - 1)[:, None]).squeeze(1)
-        for pos in torch.nonzero(~complete).squeeze(1).tolist():  # rare: many near-ties
-            everyone = torch.arange(n, device=device)
-            dist = exact_distances(p, torch.full_like(everyone, int(rows[pos])), p, everyone)
-            radii[pos] = dist.kthvalue(k + 1).values
-        return radii
-
-
-def kth_neighbour_radii(p: Points, k: int, chunk: int) -> Radii:
-    """Radii of the k-th nearest other point for every point of p; requires 1 <= k < N."""
+def neighbour_radii(p: Points, ks: Iterable[int], chunk: int) -> dict[int, torch.Tensor]:
+    """k -> (N,) radii of the k-th nearest other point, as prdc holds them (the (k+1)-th smallest distance
+    including the point itself, quantised like prdc's distances), for every k in `ks` (1 <= k < N) from
+    one pass over the set's pairs."""
+    ks = sorted(set(ks))
     n = p.exact.shape[0]
-    m = min(n, 2 * (k + 1) + 4)  # tracked neighbours per row: slack for near-ties
+    m = min(n, 2 * (ks[-1] + 1) + 4)  # tracked neighbours per row: slack for near-ties
     vals, idx = _approx_neighbours(p, m, chunk)
     vals = vals.double()
-    err = p.beta * (p.sq_norms + p.sq_norms.max())
-    return Radii(points=p, k=k, vals=vals, idx=idx, approx=vals[:, k], err=err)
+    err = p.beta * (p.sq_norms + p.sq_norms.max())  # error bound of any approximate d2 in the row
+    return {k: _exact_radii(p, k, vals, idx, err) for k in ks}
+
+
+def _exact_radii(p: Points, k: int, vals: torch.Tensor, idx: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
+    """The exact squared k-th radius of point i lies within err[i] of its approximation vals[i, k], and so
+    does each tracked neighbour's: only the neighbours within 2 err of it need exact distances."""
+    n, m, device = vals.shape[0], vals.shape[1], vals.device
+    lo, hi = vals[:, k] - 2 * err, vals[:, k] + 2 * err
+    below = (vals < lo[:, None]).sum(dim=1)  # surely nearer than the (k+1)-th exact value
+    band = (vals >= lo[:, None]) & (vals <= hi[:, None])
+    complete = (vals[:, -1] > hi) | (m == n)  # else untracked points may be in the band
+    radii = torch.empty(n, dtype=p.exact.dtype, device=device)
+    ok = torch.nonzero(complete).squeeze(1)
+    r_pos, c_pos = torch.nonzero(band[ok], as_tuple=True)
+    dist = exact_distances(p, ok[r_pos], p, idx[ok][r_pos, c_pos])
+    table = torch.full((ok.numel(), m), float("inf"), dtype=dist.dtype, device=device)
+    table[r_pos, c_pos] = dist
+    rank = k + 1 - below[ok]  # 1-based rank of the radius within the band
+    radii[ok] = table.sort(dim=1).values.gather(1, (rank - 1)[:, None]).squeeze(1)
+    everyone = torch.arange(n, device=device)
+    for row in torch.nonzero(~complete).squeeze(1).tolist():  # rare: many near-ties
+        radii[row] = exact_distances(p, torch.full_like(everyone, row), p, everyone).kthvalue(k + 1).values
+    return radii
 
 
 @dataclass
-class BallCounts:
-    """Outcome of testing every real-fake pair against the real and (optionally) fake radii."""
+class CrossCounts:
+    """Outcome of testing every real-fake pair against the balls asked for (None where not asked)."""
 
-    fake_in_real_balls: torch.Tensor  # (M,) int: number of real balls containing each fake point
-    real_has_fake_inside: torch.Tensor  # (N,) bool: some fake point inside the real point's own ball
-    real_in_fake_balls: torch.Tensor | None  # (N,) bool: the real point lies inside some fake ball
-
-
-def _bands(radii: Radii, other_sq_max: torch.Tensor, dtype):
-    """d2 intervals [lo, hi] outside which `d < radius` is decided by the approximate d2: the radius
-    is known to within err (its own approximation) and the pair's d2 to within beta (|a|^2 + |b|^2)."""
-    t = radii.approx
-    band = _BAND * t.abs() + radii.err + radii.points.beta * (radii.points.sq_norms + other_sq_max)
-    return (t - band).to(dtype), (t + band).to(dtype)
+    in_real_ball: torch.Tensor | None  # (M,) bool: the fake point lies inside some real ball (precision's radii)
+    in_fake_ball: torch.Tensor | None  # (N,) bool: the real point lies inside some fake ball (recall)
+    real_balls_per_fake: torch.Tensor | None  # (M,) int32: real balls containing the fake point (density's radii)
+    real_ball_has_fake: torch.Tensor | None  # (N,) bool: some fake point lies inside the real point's ball (coverage)
 
 
-def ball_counts(real: Points, fake: Points, real_radii: Radii, fake_radii: Radii | None, chunk: int) -> BallCounts:
-    """Tests d(r, f) < real_radii[r] and, if fake_radii is given, d(r, f) < fake_radii[f], for all pairs."""
+def _any(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    return mask.view(torch.uint8).amax(dim=dim).bool()  # on CPU ~40x faster than bool any(dim)
+
+
+def _nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """(2, P) indices of the True entries; mostly there are none, and checking is ~50x cheaper than nonzero."""
+    if mask.numel() and mask.view(torch.uint8).max():
+        return torch.nonzero(mask).T
+    return torch.zeros((2, 0), dtype=torch.int64, device=mask.device)
+
+
+class _BallTest:
+    """One family of balls (exact radii around the real or the fake points) tested on each block of pairs.
+
+    A pair's approximate d2 decides `d < radius` unless it lies within `slack` of radius^2: _BAND for the
+    quantisation of d2 and of its square root, and the product's error bound beta (|a|^2 + |b|^2), here
+    with the largest |b|^2 of the other set so one slack serves a whole row.
+    """
+
+    def __init__(self, radii: torch.Tensor, own: Points, other: Points, on_rows: bool, count: bool):
+        self.radii, self.on_rows, self.count = radii, on_rows, count
+        t = radii.double().square()
+        other_max = other.sq_norms.max()
+        self.slack = _BAND * t + own.beta * (own.sq_norms + other_max)
+        # float64 products: norms rounded to float32 may be below the float64 ones; 2x covers that
+        self.slack64 = _BAND * t + 2 * own.beta64 * (own.sq_norms + other_max)
+        self.t = t
+        n, device = radii.shape[0], radii.device
+        n_other = other.exact.shape[0]
+        # count: per other point, the number of balls holding it, and per ball whether it holds one;
+        # else one flag per point of the other set: inside some ball
+        self.counts = torch.zeros(n_other, dtype=torch.int32, device=device) if count else None
+        self.flags = torch.zeros(n if count else n_other, dtype=torch.bool, device=device)
+
+    def bounds(self, sl: slice, dtype: torch.dtype, float64: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        slack = (self.slack64 if float64 else self.slack)[sl]
+        lo, hi = (self.t[sl] - slack).to(dtype), (self.t[sl] + slack).to(dtype)
+        return (lo[:, None], hi[:, None]) if self.on_rows else (lo[None, :], hi[None, :])
+
+    def decide(self, d2: torch.Tensor, rows: slice, cols: slice, float64: bool) -> torch.Tensor | None:
+        """Records the pairs the block decides; returns the (2, P) block-local (row, col) pairs left
+        uncertain, or None, recording nothing, if float32 products leave more than _FLOAT64_BLOCK of the block."""
+        lo, hi = self.bounds(rows if self.on_rows else cols, d2.dtype, float64)
+        sure = d2 < lo
+        if self.count:  # balls on rows (real): counts per column, flags per row
+            pairs = _nonzero((d2 <= hi).logical_xor_(sure))  # sure pairs are all below hi
+            if not float64 and pairs.shape[1] > _FLOAT64_BLOCK * d2.numel():
+                return None
+            self.counts[cols] += sure.sum(dim=0, dtype=torch.int32)
+            self.flags[rows] |= _any(sure, dim=1)
+            return pairs
+        # any ball will do: only the points not yet known to be inside one (open lines) have pairs to decide
+        lines, axis = (cols, 1) if self.on_rows else (rows, 0)
+        done = self.flags[lines] | _any(sure, dim=1 - axis)
+        open_ = torch.nonzero(~done).squeeze(1)
+        pairs = _nonzero(d2.index_select(axis, open_) <= hi)  # open lines hold no sure pair
+        pairs[axis] = open_[pairs[axis]]
+        if not float64 and pairs.shape[1] > _FLOAT64_BLOCK * d2.numel():
+            return None
+        self.flags[lines] = done
+        return pairs
+
+    def resolve(self, real: Points, fake: Points, r: torch.Tensor, f: torch.Tensor) -> None:
+        """Decides the pairs (real r[t], fake f[t]) on exact distances."""
+        inside = exact_distances(real, r, fake, f) < self.radii[r if self.on_rows else f]
+        r, f = r[inside], f[inside]
+        if self.count:
+            self.counts.index_add_(0, f, torch.ones_like(f, dtype=self.counts.dtype))
+            self.flags[r] = True
+        else:
+            self.flags[f if self.on_rows else r] = True
+
+
+def cross_counts(real: Points, fake: Points, *, precision: torch.Tensor | None, recall: torch.Tensor | None,
+                 density: torch.Tensor | None, chunk: int) -> CrossCounts:
+    """Tests every real-fake pair in one pass: d(r, f) < precision[r] (real radii), d(r, f) < recall[f]
+    (fake radii) and d(r, f) < density[r] (real radii, counted); each test runs only if its radii are given."""
+    tests = {}
+    if precision is not None:
+        tests["precision"] = _BallTest(precision, real, fake, on_rows=True, count=False)
+    if recall is not None:
+        tests["recall"] = _BallTest(recall, fake, real, on_rows=False, count=False)
+    if density is not None:
+        tests["density"] = _BallTest(density, real, fake, on_rows=True, count=True)
     n_r, n_f = real.exact.shape[0], fake.exact.shape[0]
-    device, wd = real.exact.device, real.centre.dtype
-    lo_r, hi_r = _bands(real_radii, fake.sq_norms.max(), wd)
-    counts = torch.zeros(n_f, dtype=torch.int32, device=device)
-    covered = torch.zeros(n_r, dtype=torch.bool, device=device)
-    recalled = None
-    if fake_radii is not None:
-        lo_f, hi_f = _bands(fake_radii, real.sq_norms.max(), wd)
-        width_f = hi_f - lo_f
-        recalled = torch.zeros(n_r, dtype=torch.bool, device=device)
-    unsure_r, unsure_f = [], []  # (real index, fake index) pairs left for the exact test
     for i in range(0, n_r, chunk):
         rows = slice(i, min(i + chunk, n_r))
         wa = real.block(rows)
         for j in range(0, n_f, chunk):
             cols = slice(j, min(j + chunk, n_f))
             d2 = _approx_d2(real, wa, rows, fake, fake.block(cols), cols)
-            sure = d2 < lo_r[rows, None]
-            counts[cols] += sure.sum(dim=0, dtype=torch.int32)
-            covered[rows] |= d2.amin(dim=1) < lo_r[rows]
-            maybe = d2 <= hi_r[rows, None]
-            if not torch.equal(sure, maybe):
-                r, f = torch.nonzero(maybe & ~sure, as_tuple=True)
-                unsure_r.append(torch.stack([r + i, f + j]))
-            if recalled is not None:
-                # real i is surely inside some fake ball if min_j (d2_ij - lo_j) < 0
-                slack = d2.sub_(lo_f[None, cols]).amin(dim=1)
-                recalled[rows] |= slack < 0
-                open_rows = torch.nonzero((slack >= 0) & (slack <= width_f[cols].max())).squeeze(1)
-                if open_rows.numel():
-                    r, f = torch.nonzero(d2[open_rows] <= width_f[None, cols], as_tuple=True)
-                    unsure_f.append(torch.stack([open_rows[r] + i, f + j]))
-    if unsure_r:
-        r, f = torch.cat(unsure_r, dim=1)
-        rows, where = torch.unique(r, return_inverse=True)
-        inside = exact_distances(real, r, fake, f) < real_radii.exact(rows)[where]
-        counts.index_add_(0, f[inside], torch.ones_like(f[inside], dtype=counts.dtype))
-        covered[r[inside]] = True
-    if unsure_f:
-        r, f = torch.cat(unsure_f, dim=1)
-        rows, where = torch.unique(f, return_inverse=True)
-        inside = exact_distances(real, r, fake, f) < fake_radii.exact(rows)[where]
-        recalled[r[inside]] = True
-    return BallCounts(counts, covered, recalled)
+            d2_64 = None
+            for test in tests.values():
+                pairs = test.decide(d2, rows, cols, float64=d2.dtype == torch.float64)
+                if pairs is None:  # too many uncertain pairs for float32 products: redo the block in float64
+                    if d2_64 is None:
+                        d2_64 = _float64_d2(real, rows, fake, cols)
+                    pairs = test.decide(d2_64, rows, cols, float64=True)
+                if pairs.numel():
+                    test.resolve(real, fake, pairs[0] + i, pairs[1] + j)
+    density_test = tests.get("density")
+    return CrossCounts(
+        in_real_ball=tests["precision"].flags if "precision" in tests else None,
+        in_fake_ball=tests["recall"].flags if "recall" in tests else None,
+        real_balls_per_fake=density_test.counts if density_test else None,
+        real_ball_has_fake=density_test.flags if density_test else None,
+    )
+
+
+def _float64_d2(a: Points, rows: slice, b: Points, cols: slice) -> torch.Tensor:
+    """(rows, cols) d2 from float64 products of the centred rows: error <= beta64 (|a|^2 + |b|^2)."""
+    wa, wb = a.block(rows, torch.float64), b.block(cols, torch.float64)
+    d2 = torch.addmm(torch.linalg.vecdot(wa, wa)[:, None], wa, wb.T, alpha=-2.0)
+    return d2.add_(torch.linalg.vecdot(wb, wb)[None, :])

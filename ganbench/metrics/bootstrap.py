@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 from ganbench.errors import MetricError
-from ganbench.metrics._checks import as_numpy, check_positive_int, check_same_dim, check_seed
+from ganbench.metrics._checks import as_tensor, check_positive_int, check_same_device, check_same_dim, check_seed
 from ganbench.metrics.fid import _statistics, frechet_distance
-from ganbench.metrics.prdc import DEFAULT_CHUNK, prdc
+from ganbench.metrics.manifold import DEFAULT_CHUNK, knn_metrics
 
 BOOTSTRAP_METRICS = ("fid", "precision", "recall", "density", "coverage")
 
@@ -39,9 +40,14 @@ def bootstrap_intervals(
     level: float = 0.95,
     nearest_k: int = 5,
     chunk_size: int = DEFAULT_CHUNK,
+    *,
+    pr_k: int | None = None,
+    dc_k: int | None = None,
 ) -> dict[str, Interval]:
     """metric -> Interval(low, high, std) over `resamples` bootstrap resamples of (N, D) real and
-    (M, D) fake features (numpy or tensors). PRDC metrics use `prdc(..., nearest_k)`."""
+    (M, D) fake features (numpy or tensors on one device, where the resamples are computed). Precision
+    and recall use pr_k-NN balls, density and coverage dc_k-NN balls (both `nearest_k` unless given),
+    from one `knn_metrics` pass per resample."""
     unknown = sorted(set(metrics) - set(BOOTSTRAP_METRICS))
     if unknown or not metrics:
         raise MetricError(f"metrics: received {list(metrics)}; expected a non-empty subset of {list(BOOTSTRAP_METRICS)}")
@@ -50,19 +56,21 @@ def bootstrap_intervals(
         raise MetricError(f"resamples: received {resamples}; an interval needs at least 2")
     if not 0.0 < level < 1.0:
         raise MetricError(f"level: received {level}; expected a confidence level strictly between 0 and 1")
-    real = as_numpy(real, "real features", dtype=None)
-    fake = as_numpy(fake, "fake features", dtype=None)
+    real = as_tensor(real, "real features", widen=torch.float64)
+    fake = as_tensor(fake, "fake features", widen=torch.float64)
     check_same_dim(real, fake)
+    check_same_device(real, fake)
     rng = np.random.default_rng(check_seed(seed))
-    wants_prdc = any(m != "fid" for m in metrics)
+    pr_k = (pr_k or nearest_k) if {"precision", "recall"} & set(metrics) else None
+    dc_k = (dc_k or nearest_k) if {"density", "coverage"} & set(metrics) else None
     values: dict[str, list[float]] = {m: [] for m in metrics}
     for _ in range(resamples):
-        r = real[rng.integers(0, len(real), len(real))]
-        f = fake[rng.integers(0, len(fake), len(fake))]
+        r = real[torch.from_numpy(rng.integers(0, len(real), len(real))).to(real.device)]
+        f = fake[torch.from_numpy(rng.integers(0, len(fake), len(fake))).to(fake.device)]
         if "fid" in values:
             values["fid"].append(frechet_distance(*_statistics(r), *_statistics(f)))
-        if wants_prdc:
-            scores = prdc(r, f, nearest_k, chunk_size=chunk_size)
+        if pr_k or dc_k:
+            scores = knn_metrics(r, f, pr_k, dc_k, chunk_size=chunk_size)
             for name in metrics:
                 if name != "fid":
                     values[name].append(scores[name])
