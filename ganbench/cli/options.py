@@ -9,6 +9,7 @@ from ganbench.features.registry import extractor_options as registry_options
 from ganbench.protocol import PRECISIONS
 
 PREPROCESSINGS = ("tf1", "pytorch-fid")
+PRECISION_RECALL = {"precision", "recall"}
 # Measured by bench/bf16_drift.py on a CPU without native bf16 (torch 2.14); the README has the table.
 PRECISION_HELP = (
     "feature-extraction precision (default: %(default)s: float32 throughout, TF32 off on CUDA). tf32 (CUDA only) lets "
@@ -26,14 +27,48 @@ PRECISION_HELP = (
 def add_extractor_flags(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
     names = ", ".join(f"{name} ({description})" for name, (_, description) in EXTRACTORS.items())
     parser.add_argument(
-        "--extractor", default="inception", metavar="NAME[,NAME]" if multiple else "NAME",
-        help=f"feature extractor (default: %(default)s); one of: {names}",
+        "--extractor", metavar="NAME[,NAME]" if multiple else "NAME",
+        help=f"feature extractor (default: inception; vgg16 when --metrics asks for precision and/or recall only, as "
+        f"torch-fidelity's prc and Kynkaanniemi et al. compute them); one of: {names}",
     )
     parser.add_argument(
         "--inception-weights", metavar="PATH",
         help="the FID Inception weights file (torch-fidelity's weights-inception-2015-12-05-6726825d.pth or pytorch-fid's "
         "pt_inception-2015-12-05-6726825d.pth); default: $GANBENCH_INCEPTION_WEIGHTS, then either file in the torch hub "
         "cache (~/.cache/torch/hub/checkpoints), then a download; never a substitute",
+    )
+    parser.add_argument(
+        "--vgg16-weights", metavar="PATH",
+        help="torchvision's ImageNet VGG16 weights file vgg16-397923af.pth (the vgg16 extractor); default: "
+        "$GANBENCH_VGG16_WEIGHTS, then the torch hub cache (~/.cache/torch/hub/checkpoints), then a download",
+    )
+    parser.add_argument(
+        "--wavelet-size", type=int, metavar="N",
+        help="side of the square images the wavelet extractor takes (its feature size depends on it; default: 28)",
+    )
+    parser.add_argument(
+        "--dinov2-weights", metavar="PATH",
+        help="the weights of the dinov2-vit-* extractor asked for (facebookresearch/dinov2's dinov2_vitl14_pretrain.pth "
+        "etc., or timm's model.safetensors copy); default: $GANBENCH_DINOV2_VIT_L14_WEIGHTS (one variable per model), "
+        "then the torch hub cache (~/.cache/torch/hub/checkpoints), then timm's copy in the Hugging Face cache, then a "
+        "download; never a substitute",
+    )
+    parser.add_argument(
+        "--dinov2-preprocessing", choices=("dgm-eval", "edm2", "torch-fidelity"), default="dgm-eval",
+        help="DINOv2 protocol: dgm-eval = PIL bicubic resize to 224 (dgm-eval, EDM2 resize_mode=pil), edm2 = torch "
+        "antialiased bicubic (EDM2's default), torch-fidelity = its TF1-style bilinear resize (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--clip-weights", metavar="PATH",
+        help="the weights of the clip-vit-* extractor asked for (open_clip's open_clip_model.safetensors of "
+        "hf.co/timm/vit_large_patch14_clip_336.openai etc.); default: $GANBENCH_CLIP_VIT_L14_336_WEIGHTS (one variable "
+        "per model), then the Hugging Face cache, then a download; OpenAI's TorchScript .pt files are refused",
+    )
+    parser.add_argument(
+        "--clip-preprocessing", choices=("cmmd", "open-clip", "torch-fidelity"), default="cmmd",
+        help="CLIP protocol: cmmd = CMMD's PIL centre crop and bicubic resize, L2-normalised embeddings; open-clip = "
+        "open_clip's resize and centre crop, raw embeddings; torch-fidelity = its TF1-style bilinear resize, raw "
+        "embeddings (default: %(default)s)",
     )
     parser.add_argument(
         "--preprocessing", choices=PREPROCESSINGS, default="tf1",
@@ -47,9 +82,12 @@ def add_extractor_flags(parser: argparse.ArgumentParser, multiple: bool = False)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
 
 
-def parse_extractors(text: str) -> list[str]:
+def parse_extractors(text: str | None, metrics: tuple[str, ...] | None = None) -> list[str]:
+    """--extractor's names; without the flag, inception, or vgg16 when `metrics` are precision and/or recall only."""
     from ganbench.errors import ConfigError
 
+    if text is None:  # precision/recall are conventionally VGG16 numbers; every other metric here is Inception's
+        return ["vgg16"] if metrics and set(metrics) <= PRECISION_RECALL else ["inception"]
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in extractor_names()]
     if unknown or not names:
@@ -62,5 +100,10 @@ def parse_extractors(text: str) -> list[str]:
 def extractor_options(name: str, args: argparse.Namespace, device: str) -> dict:
     """The builder keyword options for extractor `name` from the shared flags."""
     return registry_options(name, device=device, precision=args.precision, inception_weights=args.inception_weights,
-                            preprocessing=args.preprocessing, data_root=getattr(args, "data_root", None),
-                            progress=not getattr(args, "quiet", False))
+                            preprocessing=args.preprocessing, vgg16_weights=getattr(args, "vgg16_weights", None),
+                            wavelet_size=getattr(args, "wavelet_size", None), data_root=getattr(args, "data_root", None),
+                            progress=not getattr(args, "quiet", False),
+                            dinov2_weights=getattr(args, "dinov2_weights", None),
+                            dinov2_preprocessing=getattr(args, "dinov2_preprocessing", "dgm-eval"),
+                            clip_weights=getattr(args, "clip_weights", None),
+                            clip_preprocessing=getattr(args, "clip_preprocessing", "cmmd"))
