@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ganbench.errors import ConfigError
 from ganbench.protocol import DATASETS, PRECISIONS
+from ganbench.train.zoo import MODELS, SPEC_BETAS
 
 DEVICES = ("auto", "cpu", "cuda")
-SPEC_BETAS = (0.9, 0.999)  # PyTorch's Adam default, as the specification has it
 # Seeds reach torch.Generator.manual_seed (which takes up to 2**64 - 1) and the results store's signed 64-bit
 # INTEGER columns, the narrower of the two. (KID's numpy RandomState seed is the fixed metric seed, not --seed.)
 SEED_LIMIT = 2**63
@@ -90,9 +90,14 @@ class BaselineConfig:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
 
     @property
+    def kind(self) -> str:
+        """The model's name in ganbench/train/zoo.py: the checkpoint's kind and the run folder's model part."""
+        return "baseline"
+
+    @property
     def run_dir(self) -> Path:
-        """OUT/baseline/<dataset>/seed<k>/"""
-        return Path(self.out) / "baseline" / self.dataset / f"seed{self.seed}"
+        """OUT/<model>/<dataset>/seed<k>/"""
+        return Path(self.out) / self.kind / self.dataset / f"seed{self.seed}"
 
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
@@ -108,6 +113,56 @@ class BaselineConfig:
     def training_identity(self) -> dict:
         """The fields that define the maths of a run; a resume must match these exactly."""
         return {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE_CHANGES}
+
+
+@dataclass(frozen=True)
+class ZooConfig(BaselineConfig):
+    """One training run (one seed) of a zoo model other than the baseline (ganbench/train/zoo.py).
+
+    A hyper-parameter left None takes the model's default from the zoo. The baseline keeps BaselineConfig, so its
+    checkpoints carry exactly the config they always did; a zoo checkpoint's config adds the model's name, loss,
+    architecture, n_critic and gradient-penalty weight.
+    """
+
+    lr: float | None = None  # redeclared: None takes the model's default
+    betas: tuple[float, float] | None = None
+    model: str = "minimax"
+    n_critic: int | None = None
+    gp_weight: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS or self.model == "baseline":
+            zoo = ", ".join(name for name in MODELS if name != "baseline")
+            raise ConfigError(f"unknown model {self.model!r}; expected one of {zoo} (the baseline is `ganbench train baseline`)")
+        spec = MODELS[self.model]
+        for name in ("lr", "betas", "n_critic", "gp_weight"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(spec, name))
+        super().__post_init__()
+        if self.n_critic < 1:
+            raise ConfigError(f"n_critic must be at least 1, got {self.n_critic}")
+        if self.gp_weight < 0:
+            raise ConfigError(f"the gradient penalty weight must be non-negative, got {self.gp_weight}")
+        if self.cuda_graphs and (self.n_critic > 1 or self.gp_weight > 0):
+            raise ConfigError(f"--cuda-graphs does not apply to {self.model}: its steps alternate {self.n_critic} critic "
+                              "updates with one generator update and its gradient penalty needs a double backward, which "
+                              "ganbench does not capture; train it without --cuda-graphs")
+        if self.compile and self.gp_weight > 0:
+            raise ConfigError(f"--compile does not apply to {self.model}: torch.compile cannot differentiate its backward "
+                              "again, which the gradient penalty needs; train it without --compile")
+
+    @property
+    def kind(self) -> str:
+        return self.model
+
+    def to_dict(self) -> dict:
+        spec = MODELS[self.model]  # loss and architecture follow from the model; stored so a checkpoint says them
+        return {**super().to_dict(), "loss": spec.loss, "architecture": spec.architecture}
+
+
+def train_config_class(kind: str) -> type[BaselineConfig]:
+    """The config class of a checkpoint's kind."""
+    return BaselineConfig if kind == "baseline" else ZooConfig
 
 
 def check_writable_dir(path: str | Path, flag: str) -> None:
@@ -146,7 +201,14 @@ class EvalConfig:
     extractors: tuple[str, ...] = ("inception",)
     inception_weights: str | None = None
     preprocessing: str = "tf1"
+    vgg16_weights: str | None = None
+    wavelet_size: int | None = None  # None: the wavelet extractor's default (28)
+    dinov2_weights: str | None = None
+    dinov2_preprocessing: str = "dgm-eval"
+    clip_weights: str | None = None
+    clip_preprocessing: str = "cmmd"
     metrics: tuple[str, ...] | None = None  # None: every metric that applies
+    cmmd_estimator: str = "unbiased"  # or "biased", the official CMMD code's V-statistic
     batch_size: int = 250
     device: str = "auto"
     seed: int = 0
@@ -166,6 +228,8 @@ class EvalConfig:
 
         if not self.paths:
             raise ConfigError("nothing to evaluate: pass checkpoint files or folders, image folders or .npz files")
+        if self.cmmd_estimator not in ("unbiased", "biased"):
+            raise ConfigError(f"--cmmd-estimator must be unbiased or biased, got {self.cmmd_estimator!r}")
         if self.num_samples < 2:
             raise ConfigError(f"--num-samples must be at least 2, got {self.num_samples}")
         if self.batch_size < 1:

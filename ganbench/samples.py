@@ -123,13 +123,18 @@ def discover_sources(paths: list[str], generator: str | None = None) -> list[Sou
 
 
 def _run_from_path(path: Path) -> dict:
-    """Run fields from the OUT/baseline/<dataset>/seed<k>/epoch_XXXX.pt layout (the checkpoint confirms them)."""
+    """Run fields from the OUT/<model>/<dataset>/seed<k>/epoch_XXXX.pt layout (the checkpoint confirms them); a
+    checkpoint outside that layout is taken for a baseline's until it is read."""
+    from ganbench.train.zoo import MODELS
+
     run = {"kind": "baseline"}
     if path.stem.startswith("epoch_") and path.stem[6:].isdigit():
         run["epoch"] = int(path.stem[6:])
     if path.parent.name.startswith("seed") and path.parent.name[4:].isdigit():
         run["seed"] = int(path.parent.name[4:])
         run["dataset"] = path.parent.parent.name
+        if path.parent.parent.parent.name in MODELS:
+            run["kind"] = path.parent.parent.parent.name
     return run
 
 
@@ -184,20 +189,23 @@ def generate(
 
 
 def load_baseline_generator(path: Path) -> tuple[torch.nn.Module, int, dict]:
-    """The generator of a ganbench checkpoint, its latent size and its run fields."""
+    """The generator of a ganbench checkpoint of any zoo model (its kind names the model), its latent size and its
+    run fields, with the model's name as the run's kind."""
     from ganbench.train.checkpoint import load_checkpoint
-    from ganbench.train.models import make_generator
+    from ganbench.train.models import make_model_generator
+    from ganbench.train.zoo import MODELS
 
     state = load_checkpoint(path)
-    if state.get("kind") != "baseline":
-        raise CheckpointError(f"{path} is a {state.get('kind')!r} checkpoint; eval knows 'baseline' checkpoints")
+    kind = state.get("kind")
+    if kind not in MODELS:
+        raise CheckpointError(f"{path} is a {kind!r} checkpoint; eval knows the zoo's: {', '.join(MODELS)}")
     latent_dim = int(state["config"].get("latent_dim", 100))
-    generator = make_generator(latent_dim)
+    generator = make_model_generator(MODELS[kind].architecture, latent_dim)
     try:
         generator.load_state_dict(state["generator"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: generator weights do not fit the baseline architecture ({one_line(exc)})") from exc
-    run = {"kind": "baseline", "dataset": state["dataset"]["name"], "seed": state["config"].get("seed"),
+        raise CheckpointError(f"{path}: generator weights do not fit the {kind} architecture ({one_line(exc)})") from exc
+    run = {"kind": kind, "dataset": state["dataset"]["name"], "seed": state["config"].get("seed"),
            "epoch": state["epoch"], "step": state["step"]}
     return generator, latent_dim, run
 

@@ -1,12 +1,15 @@
-"""`ganbench train baseline`: the specified GAN, one or several seeds."""
+"""`ganbench train MODEL`: the specified GAN (`baseline`) and the other models of the zoo, one or several seeds,
+one after another, in --jobs worker processes, or dealt to the ranks of a torchrun launch."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
-from ganbench.config import SPEC_BETAS, BaselineConfig
+from ganbench.config import SPEC_BETAS, BaselineConfig, ZooConfig
 from ganbench.errors import ConfigError
 from ganbench.protocol import DATASETS
+from ganbench.train.zoo import MODELS
 
 EPILOG = """\
 examples:
@@ -15,8 +18,10 @@ examples:
   ganbench train baseline --dataset fashion-mnist --epochs 2 --max-train-images 2048   # a quick smoke run
   ganbench train baseline --dataset fashion-mnist --seeds 0,1,2 --resume   # finish an interrupted call exactly
   ganbench train baseline --dataset fashion-mnist --device cuda --cuda-graphs   # ~0.5 s/epoch on an H200
+  ganbench train lsgan --dataset fashion-mnist --seeds 0,1,2 --jobs 3   # three seeds in three processes
+  torchrun --nproc-per-node 3 -m ganbench train hinge --dataset fashion-mnist --seeds 0,1,2   # seeds dealt to ranks
 
-outputs, under OUT/baseline/<dataset>/seed<k>/:
+outputs, under OUT/<model>/<dataset>/seed<k>/ (OUT/baseline/... for the specified GAN):
   epoch_XXXX.pt   checkpoints (every --checkpoint-every epochs and at the end; load with weights_only=True)
   epoch_XXXX.png  8x8 grid of samples from fixed noise, one per checkpoint
   resume.pt       the latest epoch, rewritten every epoch (after that epoch's other files) so an interruption
@@ -48,16 +53,27 @@ def _betas(text: str) -> tuple[float, float]:
 
 
 def add_parser(subparsers) -> None:
-    train = subparsers.add_parser("train", help="train a model", description="Train a model.")
+    train = subparsers.add_parser("train", help="train a model", description="Train a model of the zoo, or the classifier.")
     kinds = train.add_subparsers(dest="kind", metavar="KIND", parser_class=type(train))
     kinds.required = True
+    for spec in MODELS.values():
+        _add_model_parser(kinds, spec)
 
+    from ganbench.cli import classifier
+
+    classifier.add_parser(kinds)
+
+
+def _add_model_parser(kinds, spec) -> None:
     defaults = BaselineConfig()
+    baseline = spec.name == "baseline"
     p = kinds.add_parser(
-        "baseline",
-        help="the specified MLP GAN (see baselines/mnist-mlp-gan.md)",
-        description="Train the specified MLP GAN exactly as specified: G 100-256-512-1024-784 (ReLU, Tanh), "
-        "D 784-1024-512-256-1 (LeakyReLU 0.2, Dropout 0.3, Sigmoid), BCE, Adam lr 2e-4.",
+        spec.name,
+        help=("the specified MLP GAN (see baselines/mnist-mlp-gan.md)" if baseline
+              else f"zoo: {spec.summary.split(':')[0]} (see baselines/zoo.md)"),
+        description=("Train the specified MLP GAN exactly as specified: G 100-256-512-1024-784 (ReLU, Tanh), "
+                     "D 784-1024-512-256-1 (LeakyReLU 0.2, Dropout 0.3, Sigmoid), BCE, Adam lr 2e-4." if baseline
+                     else f"Train {spec.summary}. See baselines/zoo.md."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
@@ -68,6 +84,10 @@ def add_parser(subparsers) -> None:
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=defaults.seed, help="random seed of the run (default: %(default)s)")
     seeds.add_argument("--seeds", type=_seed_list, metavar="S,S,...", help="several runs in one call, e.g. 0,1,2")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train the --seeds in N worker processes at once (several on one GPU, which one small run leaves "
+                   "mostly idle); each run equals the run trained alone. Under torchrun the seeds are dealt to the ranks "
+                   "instead (default: %(default)s)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device,
                    help="auto picks cuda when available (default: %(default)s)")
     p.add_argument("--out", default=defaults.out, metavar="DIR", help="output root (default: %(default)s/)")
@@ -79,44 +99,87 @@ def add_parser(subparsers) -> None:
                    "--epochs epochs, start it when it has no checkpoint. Without --resume, a seed folder that holds "
                    "checkpoints is refused")
     p.add_argument("--max-train-images", type=int, metavar="N", help="train on the first N images only (smoke tests, demos)")
-    p.add_argument("--betas", type=_betas, default=SPEC_BETAS, metavar="B1,B2",
-                   help="Adam betas (default: 0.9,0.999, PyTorch's default, as specified; 0.5,0.999 is the common DCGAN variant)")
+    betas = ",".join(f"{b:g}" for b in spec.betas)
+    p.add_argument("--betas", type=_betas, default=SPEC_BETAS if baseline else None, metavar="B1,B2",
+                   help=("Adam betas (default: 0.9,0.999, PyTorch's default, as specified; 0.5,0.999 is the common DCGAN "
+                         "variant)" if baseline else f"Adam betas (default: {betas}, this model's)"))
     p.add_argument("--compile", action="store_true",
                    help="torch.compile G and D: fewer, fused kernels, for GPUs where this small GAN is launch-bound "
-                   "(the first steps compile for a while; needs a C++ compiler on CPU, Triton on CUDA; default: off)")
+                   "(the first steps compile for a while; needs a C++ compiler on CPU, Triton on CUDA; default: off)"
+                   + ("; not for wgan-gp, whose gradient penalty needs a double backward" if spec.gp_weight else ""))
     p.add_argument("--cuda-graphs", action="store_true",
                    help="capture the whole training step (forwards, backwards, both Adam updates, noise and dropout) "
                    "once as a CUDA graph and replay it: one launch per step instead of ~100, the same maths. "
-                   "CUDA only; 100 epochs took 52 s of steps on an H200, see the README (default: off)")
+                   "CUDA only; 100 epochs of the baseline took 52 s of steps on an H200, see the README (default: off)"
+                   + ("; not for wgan-gp (refused: n_critic steps and the penalty's double backward)" if spec.gp_weight
+                      else ""))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=run_baseline)
-
-    from ganbench.cli import classifier
-
-    classifier.add_parser(kinds)
+    p.set_defaults(run=run_training, model=spec.name)
 
 
 def configs_from_args(args) -> list[BaselineConfig]:
     seeds = args.seeds if args.seeds is not None else [args.seed]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds lists a seed twice: {','.join(map(str, seeds))}")
-    return [
-        BaselineConfig(
-            dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
-            betas=args.betas, max_train_images=args.max_train_images, checkpoint_every=args.checkpoint_every,
-            device=args.device, out=args.out, data_root=args.data_root, compile=args.compile, cuda_graphs=args.cuda_graphs,
-        )
-        for seed in seeds
-    ]
+    shared = dict(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, betas=args.betas,
+                  max_train_images=args.max_train_images, checkpoint_every=args.checkpoint_every, device=args.device,
+                  out=args.out, data_root=args.data_root, compile=args.compile, cuda_graphs=args.cuda_graphs)
+    if args.model == "baseline":
+        return [BaselineConfig(seed=seed, **shared) for seed in seeds]
+    return [ZooConfig(model=args.model, seed=seed, **shared) for seed in seeds]
 
 
-def run_baseline(args) -> int:
-    from ganbench.train.loop import check_fresh_run, train_baseline
+def run_training(args) -> int:
+    from ganbench.distributed import launched_by_torchrun
+    from ganbench.train.loop import check_fresh_run, train_model
 
     configs = configs_from_args(args)  # validates every seed's config before the first one trains
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if launched_by_torchrun():
+        if args.jobs > 1:
+            raise ConfigError("--jobs and torchrun are alternatives (torchrun deals the seeds to its ranks); drop --jobs "
+                              "or launch without torchrun")
+        # Ranks need not talk: each takes every WORLD_SIZE-th run, and its own GPU when it trains on CUDA.
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        configs = configs[rank::world]
+        _use_local_gpu(configs)
     if not args.resume:
         for cfg in configs:  # every seed's folder, so a refusal comes before hours of training the first seeds
             check_fresh_run(cfg)
+    if args.jobs > 1 and len(configs) > 1:
+        _train_in_workers(configs, args.jobs, args.resume, not args.quiet)
+        return 0
     for cfg in configs:
-        train_baseline(cfg, resume=args.resume, progress=not args.quiet)
+        train_model(cfg, resume=args.resume, progress=not args.quiet)
     return 0
+
+
+run_baseline = run_training  # the name earlier code used
+
+
+def _use_local_gpu(configs: list[BaselineConfig]) -> None:
+    import torch
+
+    if configs and configs[0].device != "cpu" and torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+
+
+def _train_in_workers(configs: list[BaselineConfig], jobs: int, resume: bool, progress: bool) -> None:
+    """Each run in one of `jobs` spawned processes (a fresh interpreter: no CUDA state is forked). A run's maths
+    depends only on its config, so it equals the run trained alone. The first failure stops the runs not yet
+    started, lets the running ones finish (their checkpoints are sound; --resume continues) and is raised here."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ganbench.train.loop import train_model
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(configs)), mp_context=context) as pool:
+        futures = [pool.submit(train_model, cfg, resume, progress, position) for position, cfg in enumerate(configs)]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise

@@ -7,8 +7,9 @@ would need arbitrary unpickling, so an untrusted checkpoint can never run code. 
     format          "ganbench.checkpoint"
     format_version  1
     ganbench_version
-    kind            "baseline"
-    config          BaselineConfig.to_dict()
+    kind            the model's name: "baseline" or another model of ganbench/train/zoo.py
+    config          BaselineConfig.to_dict() (ZooConfig's for other models: + model, loss, architecture,
+                    n_critic, gp_weight)
     epoch, step     completed epochs / optimiser steps
     dataset         {"name", "split", "num_images", "fingerprint"}
     generator, discriminator             state_dicts
@@ -28,7 +29,7 @@ from typing import NoReturn
 import torch
 
 from ganbench.atomic import atomic_write_bytes
-from ganbench.config import MAX_LATENT_DIM, SEED_LIMIT, BaselineConfig
+from ganbench.config import MAX_LATENT_DIM, SEED_LIMIT, BaselineConfig, train_config_class
 from ganbench.errors import CheckpointError, GanbenchError, one_line
 from ganbench.protocol import DATASETS
 from ganbench.safeload import load_tensors
@@ -94,10 +95,14 @@ def resume_config(path: Path, state: dict) -> BaselineConfig:
         raise CheckpointError(f"checkpoint {path}: its history does not hold one row for each of epochs 1..{state['epoch']}; "
                               "it can be evaluated but not continued")
     try:
-        return BaselineConfig.from_dict(state["config"])
+        config = train_config_class(state["kind"]).from_dict(state["config"])
     except (GanbenchError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} holds an invalid config ({one_line(exc)}); it can be evaluated but not "
                               "continued") from exc
+    if config.kind != state["kind"]:
+        raise CheckpointError(f"checkpoint {path} is a {state['kind']!r} checkpoint holding a {config.kind!r} config; "
+                              "it can be evaluated but not continued")
+    return config
 
 
 def find_checkpoints(run_dir: str | Path) -> list[Path]:

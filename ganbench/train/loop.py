@@ -1,13 +1,17 @@
-"""The baseline training loop, readable top to bottom.
+"""The training loop of every zoo model, readable top to bottom.
 
-Algorithm (the specification; see baselines/mnist-mlp-gan.md):
+Algorithm (the specification, see baselines/mnist-mlp-gan.md; the other models change the losses, see
+baselines/zoo.md):
     for each batch of real images x (label 1) and noise z:
         D step: BCE(D(x), 1) + BCE(D(G(z).detach()), 0), one Adam step on D
         G step: BCE(D(G(z)), 1) on the same fake batch (non-saturating), one Adam step on G
+WGAN-GP adds the gradient penalty to the D loss and takes the G step after every n_critic-th D step only
+(counted over the whole run, so an epoch is still one pass over the data for D and a resume keeps the cadence).
 
 Three changes of shape, not of maths, make it faster than the straightforward loop (bench/train_throughput.py):
 - the real and the detached fake batch go through D in one pass of 2B rows (bigger matmuls,
-  half the launches); the loss is still the sum of the two per-half means;
+  half the launches); the loss is still the sum of the two per-half means (not for dcgan, whose BatchNorm
+  would mix the statistics of the two halves);
 - D's parameters are frozen during the G step, so the backward pass skips D's weight gradients,
   which the original listing computes and then throws away at the next zero_grad;
 - Adam runs fused: one pass over each parameter tensor instead of eight elementwise kernels.
@@ -36,12 +40,13 @@ from torch import nn
 
 from ganbench import __version__
 from ganbench.atomic import remove_stale_temporaries
-from ganbench.config import BaselineConfig, check_writable_dir
+from ganbench.config import BaselineConfig, ZooConfig, check_writable_dir
 from ganbench.data import ImageDataset, load_dataset
 from ganbench.devices import resolve_device
 from ganbench.errors import CheckpointError, ConfigError, one_line
 from ganbench.train import checkpoint as ckpt
-from ganbench.train.models import images_to_model, make_discriminator, make_generator, model_to_images
+from ganbench.train.losses import LOSSES, gradient_penalty
+from ganbench.train.models import images_to_model, make_networks, model_to_images
 from ganbench.train.outputs import (
     HISTORY_COLUMNS,
     plot_loss_curve,
@@ -50,6 +55,7 @@ from ganbench.train.outputs import (
     write_history_csv,
     write_json,
 )
+from ganbench.train.zoo import MODELS
 
 RESUME_NAME = "resume.pt"  # written every epoch so an interruption loses at most the epoch in progress
 NUM_FIXED_SAMPLES = 64
@@ -67,8 +73,9 @@ class TrainingState:
         self.cfg = cfg
         self.device = device
         torch.manual_seed(derive_seed(cfg.seed, "init+dropout"))  # global RNG, inside fork_rng
-        self.generator = make_generator(cfg.latent_dim).to(device)
-        self.discriminator = make_discriminator().to(device)
+        self.spec = MODELS[cfg.kind]
+        generator, discriminator = make_networks(self.spec.architecture, cfg.latent_dim)
+        self.generator, self.discriminator = generator.to(device), discriminator.to(device)
         # fused=True: the same Adam update in one pass over each tensor instead of eight (~1.5x per step on CPU).
         # capturable (for --cuda-graphs): the fused kernel reads lr and the step count from the device.
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=cfg.betas, fused=True,
@@ -95,7 +102,7 @@ class TrainingState:
             "format": ckpt.FORMAT,
             "format_version": ckpt.FORMAT_VERSION,
             "ganbench_version": __version__,
-            "kind": "baseline",
+            "kind": self.cfg.kind,
             # Not "out": a checkpoint does not record where it was written, so moving a run keeps its bytes.
             "config": {k: v for k, v in self.cfg.to_dict().items() if k != "out"},
             "epoch": self.epoch,
@@ -205,8 +212,9 @@ def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, Resume
     if point is None:
         print(f"ganbench: --resume: no usable checkpoint in {run_dir}; training it from the start", file=sys.stderr)
         return dataset, None
-    if point.state["kind"] != "baseline":
-        raise CheckpointError(f"--resume: {point.path} is a {point.state['kind']!r} checkpoint, not a baseline run")
+    if point.state["kind"] != cfg.kind:
+        raise CheckpointError(f"--resume: {point.path} is a {point.state['kind']!r} checkpoint, not a {cfg.kind} run; "
+                              "use the same model or another --out")
     theirs, ours = point.config.training_identity(), cfg.training_identity()
     if theirs != ours:
         changed = [k for k in ours if theirs.get(k) != ours.get(k)]
@@ -217,8 +225,10 @@ def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, Resume
     return dataset, point
 
 
-def train_baseline(cfg: BaselineConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train one seed of the specified GAN; returns the run directory."""
+def train_model(cfg: BaselineConfig, resume: bool = False, progress: bool = True, bar_position: int | None = None) -> Path:
+    """Train one seed of a zoo model (the specified GAN for a BaselineConfig); returns the run directory.
+
+    bar_position: the progress bar's line, when several worker processes share the terminal (--jobs)."""
     dataset, point = prepare_run(cfg, resume)
     device = resolve_device(cfg.device)
     if cfg.cuda_graphs and device.type != "cuda":
@@ -251,7 +261,7 @@ def train_baseline(cfg: BaselineConfig, resume: bool = False, progress: bool = T
         write_json({**cfg.to_dict(), "ganbench_version": __version__, "device_resolved": str(device)},
                    run_dir / "config.json")
         try:
-            _train_epochs(state, dataset, fingerprint, run_dir, progress)
+            _train_epochs(state, dataset, fingerprint, run_dir, progress, bar_position)
         except Exception as exc:
             if cfg.compile and _is_compile_failure(exc):
                 raise ConfigError(f"--compile: torch.compile failed here ({one_line(exc, 200)}); "
@@ -280,67 +290,87 @@ def _is_compile_failure(exc: BaseException) -> bool:
     return isinstance(exc, TorchDynamoException)
 
 
-def _train_epochs(state: TrainingState, dataset: ImageDataset, fingerprint: str, run_dir: Path, progress: bool) -> None:
-    cfg, device = state.cfg, state.device
+def _train_epochs(state: TrainingState, dataset: ImageDataset, fingerprint: str, run_dir: Path, progress: bool,
+                  bar_position: int | None = None) -> None:
+    cfg, device, spec = state.cfg, state.device, state.spec
     G, D = state.generator, state.discriminator
     if cfg.compile:
         G, D = compiled(G), compiled(D)
-    bce = nn.BCELoss()
+    loss = LOSSES[spec.loss]
+    n_critic, gp_weight = (cfg.n_critic, cfg.gp_weight) if isinstance(cfg, ZooConfig) else (1, 0.0)
+    joint_pass = spec.architecture != "dcgan"  # BatchNorm would mix the real and the fake half's statistics
     real_data = images_to_model(dataset.images).to(device)  # (N, 784) float32 in [-1, 1], on the device
     n, b = real_data.shape[0], cfg.batch_size
     steps_per_epoch = -(-n // b)  # the last batch may be smaller, as with DataLoader(drop_last=False)
-    # Float labels: the original listing builds integer labels, which BCELoss rejects (the one bug fixed).
-    ones = torch.ones(b, 1, device=device)
-    zeros = torch.zeros(b, 1, device=device)
+    no_g_step = torch.zeros((), device=device)
 
-    def step(idx: torch.Tensor) -> torch.Tensor:
-        """One iteration of the specification on the real images `idx`; returns d_loss, g_loss, mean D(x), mean D(G(z))."""
+    def step(idx: torch.Tensor, update_g: bool = True) -> torch.Tensor:
+        """One iteration on the real images `idx` (the G step only if `update_g`); returns d_loss, g_loss (0 without
+        a G step), mean D(x), mean D(G(z)). Float labels: the original listing builds integer labels, which BCE
+        rejects (the one bug fixed); the losses build theirs as float."""
         real = real_data[idx]
         m = real.shape[0]
         fake = G(torch.randn(m, cfg.latent_dim, generator=state.noise_rng, device=device))
 
-        # Discriminator: real (label 1) and detached fake (label 0) in one pass; gradients summed.
-        d_out = D(torch.cat([real, fake.detach()]))
-        d_real, d_fake = d_out[:m], d_out[m:]
-        d_loss = bce(d_real, ones[:m]) + bce(d_fake, zeros[:m])
+        # Discriminator: real (label 1) and detached fake (label 0), in one pass where that is the same maths.
+        if joint_pass:
+            d_out = D(torch.cat([real, fake.detach()]))
+            d_real, d_fake = d_out[:m], d_out[m:]
+        else:
+            d_real, d_fake = D(real), D(fake.detach())
+        d_loss = loss.d_loss(d_real, d_fake)
+        if gp_weight:
+            eps = torch.rand(m, 1, generator=state.noise_rng, device=device)
+            d_loss = d_loss + gp_weight * gradient_penalty(D, real, fake.detach(), eps)
         state.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         state.opt_d.step()
 
-        # Generator: non-saturating loss, label 1 on the same fake batch through the updated D.
-        D.requires_grad_(False)  # D's weight gradients here would be discarded anyway
-        g_loss = bce(D(fake), ones[:m])
-        state.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        state.opt_g.step()
-        D.requires_grad_(True)
+        g_loss = no_g_step
+        if update_g:  # on the same fake batch through the updated D
+            D.requires_grad_(False)  # D's weight gradients here would be discarded anyway
+            g_loss = loss.g_loss(D(fake))
+            state.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            state.opt_g.step()
+            D.requires_grad_(True)
         return torch.stack([d_loss.detach(), g_loss.detach(), d_real.detach().mean(), d_fake.detach().mean()])
 
-    full_step = GraphedStep(step, b, device, [state.noise_rng]) if cfg.cuda_graphs else step
+    full_step = GraphedStep(step, b, device, [state.noise_rng]) if cfg.cuda_graphs else step  # n_critic is 1 here
 
-    bar = _progress_bar(progress, total=(cfg.epochs - state.epoch) * steps_per_epoch, run=run_dir)
+    bar = _progress_bar(progress, total=(cfg.epochs - state.epoch) * steps_per_epoch, run=run_dir, position=bar_position)
     G.train()
     D.train()
     while state.epoch < cfg.epochs:
         started = time.perf_counter()
         sums = torch.zeros(4, device=device)  # d_loss, g_loss, mean D(x), mean D(G(z)), summed over steps
+        g_steps = 0
         order = torch.randperm(n, generator=state.shuffle_rng, device=device)
         for i in range(steps_per_epoch):
             idx = order[i * b : (i + 1) * b]
-            sums += full_step(idx) if idx.shape[0] == b else step(idx)  # a short last batch runs as it is
+            if n_critic == 1:
+                sums += full_step(idx) if idx.shape[0] == b else step(idx)  # a short last batch runs as it is
+                g_steps += 1
+            else:  # the G step after every n_critic-th D step of the run
+                update_g = (state.step + 1) % n_critic == 0
+                sums += step(idx, update_g)
+                g_steps += update_g
             state.step += 1
             if bar is not None:
                 bar.update(1)
                 if i % 100 == 0 or i == steps_per_epoch - 1:
                     means = (sums / (i + 1)).tolist()  # the only host sync, for the progress bar
+                    g_mean = sums[1].item() / max(g_steps, 1)
                     rate = (i + 1) * b / max(time.perf_counter() - started, 1e-9)
-                    bar.set_description(f"seed{cfg.seed} epoch {state.epoch + 1}/{cfg.epochs}")
+                    bar.set_description(f"{cfg.kind} seed{cfg.seed} epoch {state.epoch + 1}/{cfg.epochs}")
                     bar.set_postfix_str(
-                        f"D {means[0]:.3f} G {means[1]:.3f} D(x) {means[2]:.2f} D(G(z)) {means[3]:.2f} {rate:,.0f} img/s"
+                        f"D {means[0]:.3f} G {g_mean:.3f} D(x) {means[2]:.2f} D(G(z)) {means[3]:.2f} {rate:,.0f} img/s"
                     )
 
         state.epoch += 1
-        d_loss_mean, g_loss_mean, d_real_mean, d_fake_mean = (sums / steps_per_epoch).tolist()  # waits for the GPU
+        d_loss_mean, _, d_real_mean, d_fake_mean = (sums / steps_per_epoch).tolist()  # waits for the GPU
+        # The G loss is a mean over the epoch's G steps (all of them but for wgan-gp); the same division for the baseline.
+        g_loss_mean = (sums[1] / g_steps).item() if g_steps else float("nan")
         seconds = time.perf_counter() - started
         state.history.append(
             {"epoch": state.epoch, "step": state.step, "d_loss": d_loss_mean, "g_loss": g_loss_mean,
@@ -422,7 +452,8 @@ def _write_epoch_outputs(state: TrainingState, dataset: ImageDataset, fingerprin
             ckpt.save_checkpoint(checkpoint, path)
         if not (only_missing and grid.is_file()):
             save_sample_grid(sample_fixed_grid(state), grid)
-        plot_loss_curve(state.history, run_dir / "loss_curve.png", title=f"baseline {cfg.dataset} seed {cfg.seed}")
+        plot_loss_curve(state.history, run_dir / "loss_curve.png", title=f"{cfg.kind} {cfg.dataset} seed {cfg.seed}",
+                        loss=state.spec.loss, probabilities=state.spec.outputs_probability)
     write_history_csv(state.history, run_dir / "history.csv")
     # Last: --resume continues after the newest checkpoint, so a kill before this line repeats the epoch, and
     # one after it finds the epoch's checkpoint and grid already on disk.
@@ -447,20 +478,24 @@ def _complete_epoch_outputs(state: TrainingState, point: ResumePoint, dataset: I
 
 @torch.no_grad()
 def sample_fixed_grid(state: TrainingState) -> torch.Tensor:
-    """The 64 fixed-noise samples as uint8 images, with G in eval mode (it has no dropout, but say so)."""
+    """The 64 fixed-noise samples as uint8 images, with G in eval mode (dcgan's BatchNorm uses its running
+    statistics, as eval's samples do; the MLP has no dropout or BatchNorm in G)."""
     state.generator.eval()
     images = model_to_images(state.generator(state.fixed_noise.to(state.device)))
     state.generator.train()
     return images
 
 
-def _progress_bar(enabled: bool, total: int, run: Path):
+def _progress_bar(enabled: bool, total: int, run: Path, position: int | None = None):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True, desc=str(run))
+    return tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True, desc=str(run),
+                position=position)
 
+
+train_baseline = train_model  # the specified GAN is train_model(BaselineConfig(...)); the name tests and scripts use
 
 __all__ = ["HISTORY_COLUMNS", "ResumePoint", "TrainingState", "check_fresh_run", "find_resume_checkpoint", "prepare_run",
-           "resolve_device", "train_baseline"]
+           "resolve_device", "train_baseline", "train_model"]

@@ -57,8 +57,14 @@ def write_json(data: dict, path: Path) -> None:
     atomic_write_bytes(path, lambda f: f.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode()))
 
 
-def plot_loss_curve(rows: list[dict], path: Path, title: str) -> None:
-    """Losses (left) and mean discriminator outputs (right) per epoch."""
+G_LOSS_LABELS = {"nonsaturating": "G loss (non-saturating)", "minimax": "G loss (minimax, saturating)",
+                 "least-squares": "G loss (least squares)", "wasserstein-gp": "G loss (-E D(G(z)))",
+                 "hinge": "G loss (-E D(G(z)))"}
+
+
+def plot_loss_curve(rows: list[dict], path: Path, title: str, loss: str = "nonsaturating", probabilities: bool = True) -> None:
+    """Losses (left) and mean discriminator outputs (right) per epoch; `probabilities`: D's outputs lie in [0, 1]
+    (a Sigmoid), else they are a critic's real-valued scores."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,14 +73,15 @@ def plot_loss_curve(rows: list[dict], path: Path, title: str) -> None:
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_d) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax_loss.plot(epochs, [r["d_loss"] for r in rows], label="D loss (real + fake)")
-    ax_loss.plot(epochs, [r["g_loss"] for r in rows], label="G loss (non-saturating)")
+    ax_loss.plot(epochs, [r["g_loss"] for r in rows], label=G_LOSS_LABELS.get(loss, "G loss"))
     ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("BCE")
+    ax_loss.set_ylabel("BCE" if loss in ("nonsaturating", "minimax") else loss)
     ax_loss.legend()
     ax_d.plot(epochs, [r["d_real"] for r in rows], label="mean D(x)")
     ax_d.plot(epochs, [r["d_fake"] for r in rows], label="mean D(G(z))")
     ax_d.set_xlabel("epoch")
-    ax_d.set_ylim(0, 1)
+    if probabilities:
+        ax_d.set_ylim(0, 1)
     ax_d.legend()
     fig.suptitle(title)
     fig.tight_layout()
