@@ -35,8 +35,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ganbench.cli import compare, reference, report, train
     from ganbench.cli import eval as eval_command
-    from ganbench.cli import reference, report, train
 
     parser = _Parser(
         prog="ganbench",
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     reference.add_parser(subparsers)
     eval_command.add_parser(subparsers)
     report.add_parser(subparsers)
+    compare.add_parser(subparsers)
     return parser
 
 

@@ -2,9 +2,9 @@
 
 Pure functions on the long DataFrame that `ResultsStore.to_dataframe()` returns; no files, no printing.
 
-- A *model group* is one training configuration: a baseline run folder (`OUT/baseline/<dataset>`, whose
-  `seed<k>` sub-folders are its seeds), or a single source (a user generator's state dict, an image
-  folder, an .npz) with one "seed".
+- A *model group* is one training configuration: a zoo model's run folder (`OUT/<model>/<dataset>`, such as
+  `OUT/baseline/<dataset>`, whose `seed<k>` sub-folders are its seeds), or a single source (a user generator's
+  state dict, an image folder, an .npz) with one "seed".
 - A *table protocol* is everything that makes numbers comparable except the metric's own options:
   extractor, weights, preprocessing, N generated, the reporting reference and N reference, the sampling
   seed and ganbench's metric-protocol version. Numbers of different table protocols are never ranked together.
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ganbench.metrics.registry import METRICS
 from ganbench.protocol import SELECTION_SUBSET_SEED, SELECTION_SUBSET_SIZE, selection_reference
+from ganbench.train.zoo import MODELS  # the model names (plain data, no torch)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,9 +54,10 @@ def direction(metric: str) -> str:
 
 
 def group_of(source_path: str, run_kind: str | None, run_dataset: str | None) -> str:
-    """The model group of a source: a baseline's run folder above its `seed<k>` folders, else the source itself."""
+    """The model group of a source: a zoo model's run folder above its `seed<k>` folders (the run kind is the model's
+    name), else the source itself."""
     parts = source_path.replace("\\", "/").split("/")
-    if run_kind == "baseline" and len(parts) >= 3 and _SEED_DIR.fullmatch(parts[-2]):
+    if run_kind in MODELS and len(parts) >= 3 and _SEED_DIR.fullmatch(parts[-2]):
         return "/".join(parts[:-2])
     return source_path
 
@@ -175,6 +177,7 @@ class Row:
     epochs: dict[int | None, int | None]  # seed -> epoch of the chosen checkpoint
     sources: dict[int | None, str]  # seed -> source path
     metrics: dict[str, Aggregate] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # flags in words, e.g. "copies: AuthPct 0.12" (results.neighbours)
 
     @property
     def n_seeds(self) -> int:
@@ -192,6 +195,7 @@ class Table:
     ganbench_versions: tuple[str, ...]
     metrics: list[str]
     rows: list[Row]
+    notes: list[str] = field(default_factory=list)  # header lines beyond the protocol, e.g. where memorization columns come from
 
 
 def build_tables(frame: pd.DataFrame, *, select_metric: str = "fid", select_on: str | None = None) -> list[Table]:

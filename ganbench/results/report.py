@@ -25,6 +25,7 @@ from ganbench import __version__
 from ganbench.atomic import make_temporary_dir, remove_stale_temporaries, replace_dir
 from ganbench.errors import ConfigError, ResultsStoreError
 from ganbench.metrics.registry import METRICS
+from ganbench.results import neighbours
 from ganbench.results.leaderboard import (
     PROTOCOL_FIELDS,
     Aggregate,
@@ -48,7 +49,7 @@ REPORT_FORMAT = "ganbench-report"
 _INDEX_TITLE = "<title>ganbench report</title>"
 # leaderboard.csv: fixed leading columns, then per metric (registry order) these suffixes.
 LEADERBOARD_COLUMNS = ("protocol_id", "rule", "group", "group_kind", "dataset", "config", "n_seeds", "epochs",
-                       "selected_on", "selection_note", *PROTOCOL_FIELDS, "ganbench_versions")
+                       "selected_on", "selection_note", *PROTOCOL_FIELDS, "ganbench_versions", "flags")
 METRIC_SUFFIXES = ("mean", "std", "ci_low", "ci_high", "n", "rank", "tied")
 
 
@@ -108,9 +109,10 @@ def filter_results(frame: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
 
 def make_tables(frame: pd.DataFrame, cfg: ReportConfig) -> list[Table]:
     tables = build_tables(frame, select_metric=cfg.select_metric, select_on=cfg.select_on)
+    neighbours.add_memorization(tables, frame)  # training-split columns, the generalization gap, copy flags
     if cfg.metrics:
         for table in tables:
-            table.metrics = [m for m in table.metrics if m in cfg.metrics]
+            table.metrics = [m for m in table.metrics if m in cfg.metrics or m in neighbours.GAP]
         tables = [t for t in tables if t.metrics]
     tables = [t for t in tables if t.rows]
     if not tables:
@@ -126,7 +128,7 @@ def leaderboard_frame(tables: list[Table], configs: dict[str, str]) -> pd.DataFr
     """leaderboard.csv: one row per (table, group); the column set depends only on the metrics in the registry."""
     import pandas as pd
 
-    metrics = metric_order({m for t in tables for m in t.metrics} | set(METRICS))
+    metrics = metric_order({m for t in tables for m in t.metrics} | set(METRICS) | set(neighbours.COLUMNS))
     columns = [*LEADERBOARD_COLUMNS, *(f"{m}_{s}" for m in metrics for s in METRIC_SUFFIXES)]
     records = []
     for table in tables:
@@ -135,7 +137,7 @@ def leaderboard_frame(tables: list[Table], configs: dict[str, str]) -> pd.DataFr
                       "group_kind": row.group_kind, "dataset": row.dataset, "config": configs.get(row.group, ""),
                       "n_seeds": row.n_seeds, "epochs": _epochs(row), "selected_on": row.selected_on,
                       "selection_note": row.selection_note, **table.protocol,
-                      "ganbench_versions": ",".join(table.ganbench_versions)}
+                      "ganbench_versions": ",".join(table.ganbench_versions), "flags": "; ".join(row.notes)}
             for m in table.metrics:
                 a = row.metrics.get(m)
                 if a is not None:
@@ -178,6 +180,7 @@ def table_header(table: Table) -> list[str]:
         f"checkpoint rule: {table.rule_text}",
         "cells: mean ± std over seeds [95% t interval of the mean] #rank; rows whose intervals overlap share a rank (=); "
         + ", ".join(f"{m} {direction(m)} is better" for m in table.metrics if m in METRICS),
+        *table.notes,
     ]
 
 
@@ -201,7 +204,9 @@ def display_names(tables: list[Table]) -> dict[str, str]:
 
 
 def _display_rows(table: Table, configs: dict[str, str], names: dict[str, str]) -> tuple[list[str], list[list[str]]]:
-    head = ["model", "seeds", "epoch per seed", *(["selected on"] if table.rule == "best" else []), *table.metrics]
+    flags = any(row.notes for row in table.rows)
+    head = ["model", "seeds", "epoch per seed", *(["selected on"] if table.rule == "best" else []), *table.metrics,
+            *(["flags"] if flags else [])]
     body = []
     for row in table.rows:
         label = f"{row.group_kind} {row.dataset or ''} {names.get(row.group, row.group)}".strip()
@@ -209,7 +214,8 @@ def _display_rows(table: Table, configs: dict[str, str], names: dict[str, str]) 
             label += f" ({configs[row.group]})"
         selected = [row.selected_on + (f" - {row.selection_note}" if row.selection_note else "")] if table.rule == "best" else []
         body.append([label, str(row.n_seeds), _epochs(row), *selected, *(format_value(row.metrics.get(m))
-                                                                          for m in table.metrics)])
+                                                                          for m in table.metrics),
+                     *(["; ".join(row.notes)] if flags else [])])
     return head, body
 
 
@@ -331,7 +337,8 @@ def _short(value) -> str:
 
 
 def index_html(tables: list[Table], configs: dict[str, str], curves: dict[tuple[str, str], str],
-               grids: dict[str, list[tuple[str, str]]]) -> str:
+               grids: dict[str, list[tuple[str, str]]], comparison: str = "",
+               notes: dict[str, list[str]] | None = None) -> str:
     esc = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>ganbench report</title><style>",
              "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
@@ -352,12 +359,14 @@ def index_html(tables: list[Table], configs: dict[str, str], curves: dict[tuple[
             parts.append("<tr>" + "".join(f"<td{' class=note' if 'optimistic' in c else ''}>{esc(c)}</td>"
                                           for c in cells) + "</tr>")
         parts.append("</table>")
+    parts.append(comparison)  # the pairwise tests, right after the leaderboards they test
     groups = sorted({row.group for t in tables for row in t.rows})
     for group in groups:
         images = [(label, src) for (g, label), src in curves.items() if g == group] + grids.get(group, [])
-        if not images:
+        if not images and not (notes or {}).get(group):
             continue
         parts.append(f"<h2>{esc(names.get(group, group))}</h2>")
+        parts += [f"<p class='note'>{esc(note)}</p>" for note in (notes or {}).get(group, [])]  # grids skipped, and why
         for label, src in images:
             parts.append(f"<figure><img src='{esc(src)}' alt='{esc(label)}'><figcaption>{esc(label)}</figcaption></figure>")
     parts.append("</body></html>")
@@ -486,6 +495,7 @@ def _write_files(tmp: Path, frame: pd.DataFrame, tables: list[Table], configs: d
     (tmp / "leaderboard.md").write_text(markdown(tables, configs) + "\n")
     curves: dict[tuple[str, str], str] = {}
     grids: dict[str, list[tuple[str, str]]] = {}
+    notes: dict[str, list[str]] = {}
     if cfg.plots:
         best_by_protocol = {t.protocol_id: t for t in tables if t.rule == "best"}
         for table in (t for t in tables if t.rule == "final"):
@@ -502,6 +512,11 @@ def _write_files(tmp: Path, frame: pd.DataFrame, tables: list[Table], configs: d
                         target = folder / f"samples_{label.replace(', ', '_').replace(' ', '')}.png"
                         shutil.copyfile(png, target)
                         grids[row.group].append((f"samples, {label}", f"{folder.name}/{target.name}"))
+                    pairs, notes[row.group] = neighbours.neighbour_grids(frame, row.group, folder)
+                    grids[row.group] += [(caption, f"{folder.name}/{name}") for caption, name in pairs]
                 if not any(folder.iterdir()):
                     folder.rmdir()
-    (tmp / "index.html").write_text(index_html(tables, configs, curves, grids))
+    from ganbench.results.comparison import write_comparison  # numpy and scipy: not needed for `ganbench --help`
+
+    section = write_comparison(tmp, tables, display_names(tables))  # comparison.md/.csv when 2+ groups have 2+ seeds
+    (tmp / "index.html").write_text(index_html(tables, configs, curves, grids, section, notes))
