@@ -24,9 +24,13 @@ from ganbench.features.cache import cached_features
 from ganbench.features.extract import FeatureSet, extract_features
 from ganbench.protocol import DATASETS, SELECTION_SUBSET_SEED, SPLITS
 
-# Metrics that need the reference's features; a statistics file (mu, sigma) serves only FID, and the metrics of
-# the generated set alone (IS, classes covered, class KL) need no reference at all.
-NEEDS_REFERENCE_FEATURES = ("kid", "precision", "recall", "density", "coverage")
+
+def needs_reference_features(metric: str) -> bool:
+    """A statistics file (mu, sigma) serves FID alone: every other metric of features needs the reference's features
+    (KID, PRDC, CMMD, FD-infinity, FWD, the memorization metrics); IS and the class metrics need no reference."""
+    from ganbench.metrics.registry import METRICS
+
+    return metric != "fid" and METRICS[metric].needs == "features"
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,7 @@ def load_reference_statistics(path: str | Path, declared_protocol: dict) -> Refe
 def check_statistics_metrics(references: list[Reference], metrics: tuple[str, ...] | None) -> None:
     """Asking for a metric that needs reference features against a statistics file is an option error."""
     statistics = [r.name for r in references if r.kind == "statistics"]
-    wanted = [m for m in (metrics or ()) if m in NEEDS_REFERENCE_FEATURES]
+    wanted = [m for m in (metrics or ()) if needs_reference_features(m)]
     if statistics and wanted:
         raise ConfigError(
             f"--reference {statistics[0]} holds statistics (mu, sigma), not images, so {', '.join(wanted)} cannot use it "

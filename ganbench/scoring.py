@@ -22,11 +22,11 @@ import torch
 from ganbench import __version__
 from ganbench.config import EvalConfig
 from ganbench.errors import ConfigError, GanbenchError, SampleError, one_line
-from ganbench.evaluate import MetricValue, applicable_metrics, metric_options, metrics_from_features
 from ganbench.features.extract import FeatureSet
+from ganbench.metric_values import MetricValue, applicable_metrics, metric_options, metrics_from_features
 from ganbench.metrics.registry import METRICS
 from ganbench.protocol import DATASETS, METRIC_PROTOCOL_VERSION, default_references
-from ganbench.reference import NEEDS_REFERENCE_FEATURES, Reference, References, ReferenceStatistics, parse_reference
+from ganbench.reference import Reference, References, ReferenceStatistics, needs_reference_features, parse_reference
 from ganbench.results import Protocol, ResultRow, ResultsStore, RunInfo
 from ganbench.samples import (
     Source,
@@ -113,17 +113,28 @@ class Scorer:
             return self._fail(row, loaded.run, loaded.count, one_line(exc, limit=None))
 
         rows, todo, failed, computable_or_stored = [], [], False, False
+        self._note_unreachable(source, references)
+        row.heldout = self._heldouts(references)
         for reference in references:
             try:
                 real = self.references.get(self.extractor, reference)
             except GanbenchError as exc:
                 message = f"reference {reference.name}: {one_line(exc, limit=None)}"
                 self.log(f"FAILED {source.label}: {message}")
-                rows += [row.failed(m, reference, 0, loaded.count, message) for m in self._wanted(reference)]
+                rows += [row.failed(m, reference, 0, loaded.count, message) for m in self._wanted(reference, references)]
                 failed = True
                 continue
             n_real = _reference_count(real)
-            wanted = self._wanted(reference)
+            wanted = self._wanted(reference, references)
+            heldout = None
+            if "data_copying_ct" in wanted:  # C_T compares with the held-out split; without it, C_T is left out
+                held = self._heldout(reference, references)
+                try:
+                    heldout = self.references.get(self.extractor, held)
+                except GanbenchError as exc:
+                    self.log(f"note {source.label} vs {reference.name}: data_copying_ct not computed: held-out "
+                             f"reference {held.name}: {one_line(exc)}")
+                    wanted.remove("data_copying_ct")
             impossible = {m: why for m in wanted if (why := _too_few(m, n_real, loaded.count))}
             if impossible:
                 explicit = self.cfg.metrics is not None
@@ -138,7 +149,7 @@ class Scorer:
                 if m in self.store.completed_metrics(sha, row.protocol(m, reference, n_real, loaded.count).key)
             }
             if [m for m in possible if m not in done]:
-                todo.append((reference, real, [m for m in possible if m not in done]))
+                todo.append((reference, real, [m for m in possible if m not in done], heldout))
 
         if not computable_or_stored and not failed:
             failed = True
@@ -155,11 +166,11 @@ class Scorer:
                 message = one_line(exc, limit=None)
                 self.log(f"FAILED {source.label}: {message}")
                 rows += [row.failed(m, ref, _reference_count(real), loaded.count, message)
-                         for ref, real, names in todo for m in names]
+                         for ref, real, names, _ in todo for m in names]
                 todo, failed = [], True
-        for reference, real, names in todo:
+        for reference, real, names, heldout in todo:
             try:
-                values = _metrics(real, fake, names, self.cfg)
+                values = _metrics(real, fake, names, self.cfg, heldout, self.device)
             except GanbenchError as exc:
                 message = one_line(exc, limit=None)
                 self.log(f"FAILED {source.label} vs {reference.name}: {message}")
@@ -180,13 +191,14 @@ class Scorer:
             row.run = {**run, "dataset": None}
             references = [UNKNOWN_REFERENCE]  # no reference can be known for an unreadable checkpoint
         n_fake = count if count is not None else self.cfg.num_samples
+        row.heldout = self._heldouts(references)
         rows = []
         for reference in references:
             try:
                 n_real = 0 if reference is UNKNOWN_REFERENCE else _reference_count(self.references.get(self.extractor, reference))
             except GanbenchError:
                 n_real = 0
-            rows += [row.failed(m, reference, n_real, n_fake, message) for m in self._wanted(reference)]
+            rows += [row.failed(m, reference, n_real, n_fake, message) for m in self._wanted(reference, references)]
         self.store.write_results(rows)
         return Outcome(rows, failed=True)
 
@@ -200,15 +212,41 @@ class Scorer:
             raise ConfigError(f"cannot tell the training dataset of this source ({dataset!r}); pass --reference DATASET:SPLIT")
         return [parse_reference(text) for text in default_references(dataset)]
 
-    def _wanted(self, reference: Reference) -> list[str]:
-        """The metrics this source is scored on against `reference` (checked against the extractor up front)."""
+    def _wanted(self, reference: Reference, references: list[Reference]) -> list[str]:
+        """The metrics this source is scored on against `reference` (checked against the extractor up front). The
+        memorization metrics need a training-split reference, C_T also the test split of its dataset beside it."""
+        training = reference.kind == "dataset" and reference.split == "train"
+        heldout = self._heldout(reference, references) is not None
+        shape = extractor_shape(self.extractor)
         if self.cfg.metrics is not None:
-            wanted = list(self.cfg.metrics)
+            possible = applicable_metrics(shape, training=training, heldout=heldout, by_name=True)
+            wanted = [m for m in self.cfg.metrics if m in possible]
         else:
-            wanted = list(applicable_metrics(extractor_shape(self.extractor)))
+            wanted = list(applicable_metrics(shape, training=training, heldout=heldout))
         if reference.kind == "statistics":
-            wanted = [m for m in wanted if m not in NEEDS_REFERENCE_FEATURES]
+            wanted = [m for m in wanted if not needs_reference_features(m)]
         return wanted
+
+    @staticmethod
+    def _heldout(reference: Reference, references: list[Reference]) -> Reference | None:
+        """C_T's held-out set for a training-split reference: the test split of the same dataset, when scored too."""
+        if reference.kind != "dataset" or reference.split != "train":
+            return None
+        return next((r for r in references if r.kind == "dataset" and r.dataset == reference.dataset
+                     and r.split == "test" and r.count is None), None)
+
+    def _heldouts(self, references: list[Reference]) -> dict[str, str]:
+        return {r.name: held.name for r in references if (held := self._heldout(r, references)) is not None}
+
+    def _note_unreachable(self, source: Source, references: list[Reference]) -> None:
+        """Metrics asked for by name that no reference of this source can give: one line, and the rest is computed."""
+        if self.cfg.metrics is None:
+            return
+        reachable = {m for r in references for m in self._wanted(r, references)}
+        missing = [m for m in self.cfg.metrics if m not in reachable]
+        if missing:
+            self.log(f"note {source.label}: {', '.join(missing)} not computed: the memorization metrics need a "
+                     "DATASET:train[:N] reference, and data_copying_ct also DATASET:test beside it")
 
 
 class _RowMaker:
@@ -217,10 +255,12 @@ class _RowMaker:
     def __init__(self, scorer: Scorer, source: Source, sha: str, started: float):
         self.scorer, self.source, self.sha, self.started = scorer, source, sha, started
         self.run: dict = dict(source.run)
+        self.heldout: dict[str, str] = {}  # reference name -> the held-out reference C_T was computed with
 
     def protocol(self, metric: str, reference: Reference, n_real: int, n_fake: int) -> Protocol:
         scorer = self.scorer
-        options = metric_options(metric, n_real, n_fake, bootstrap=scorer.cfg.bootstrap)
+        options = metric_options(metric, n_real, n_fake, bootstrap=scorer.cfg.bootstrap,
+                                 cmmd_estimator=scorer.cfg.cmmd_estimator, heldout=self.heldout.get(reference.name))
         digest = scorer.references.digest(reference)
         if digest is not None:  # a file's content, not its path, is the reference
             options = {**options, "reference_sha256": digest}
@@ -246,10 +286,13 @@ class _RowMaker:
                          error=message, **self._common())
 
 
-def _metrics(real: FeatureSet | ReferenceStatistics, fake: FeatureSet, names: list[str], cfg: EvalConfig) -> dict:
-    """Metric values against a reference's features, or against its statistics (FID, and the generated set's own)."""
+def _metrics(real: FeatureSet | ReferenceStatistics, fake: FeatureSet, names: list[str], cfg: EvalConfig,
+             heldout: FeatureSet | None = None, device: str | None = None) -> dict:
+    """Metric values against a reference's features, or against its statistics (FID, and the generated set's own).
+    The maths runs on `device` (the sweep's: on a GPU the features go there once), with the CPU path's values."""
     if isinstance(real, FeatureSet):
-        return metrics_from_features(real, fake, names, bootstrap=cfg.bootstrap)
+        return metrics_from_features(real, fake, names, bootstrap=cfg.bootstrap, cmmd_estimator=cfg.cmmd_estimator,
+                                     heldout=heldout, device=device)
     from ganbench.metrics.fid import feature_statistics, frechet_distance
 
     own = [m for m in names if m != "fid"]  # IS, classes: the generated set alone, so any reference will do

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from ganbench.config import EvalConfig
 from ganbench.distributed import SOLO, Group
 from ganbench.errors import ConfigError, GanbenchError, SampleError
-from ganbench.evaluate import check_metrics
 from ganbench.features.extract import FeatureSet, extract_features
+from ganbench.metric_values import check_metrics
 from ganbench.protocol import DATASETS, default_references
 from ganbench.reference import References, check_statistics_metrics, parse_reference
 from ganbench.results import ResultsStore
@@ -77,6 +77,9 @@ class Sweep:
             for extractor_name in cfg.extractors:
                 options = extractor_options(extractor_name, device=self.device, precision=cfg.precision,
                                             inception_weights=cfg.inception_weights, preprocessing=cfg.preprocessing,
+                                            vgg16_weights=cfg.vgg16_weights, wavelet_size=cfg.wavelet_size,
+                                            dinov2_weights=cfg.dinov2_weights, dinov2_preprocessing=cfg.dinov2_preprocessing,
+                                            clip_weights=cfg.clip_weights, clip_preprocessing=cfg.clip_preprocessing,
                                             data_root=cfg.data_root, progress=self.progress)
                 # Main rank first: lenet-mnist trains and caches its weights on first use, Inception may download them.
                 extractor = world.main_first(lambda options=options, name=extractor_name: build_extractor(name, **options))

@@ -39,6 +39,7 @@ from ganbench.samples import file_sha256
 REPO = Path(__file__).resolve().parents[1]
 EXTRACTOR = "lenet-fashion-mnist"
 ALL_METRICS = ("fid", "is", "kid", "precision", "recall", "density", "coverage", "classes_covered", "class_kl")
+MEMORIZATION = ("authenticity", "mifid")  # by default against a training-split reference (data_copying_ct: by name)
 N_TEST = 64  # images in the tiny test split: the default reference
 N_TRAIN = 256
 USER_MODULE = "ganbench_test_eval_user_generator"
@@ -150,9 +151,9 @@ def copy_run(ws: Workspace, tmp_path: Path) -> Path:
 
 def direct_metrics(ws: Workspace, checkpoint: Path, num_samples: int, seed: int, metric_seed: int | None = None) -> dict:
     """What eval should store, computed without the sweep: samples -> lenet features -> metrics_from_features."""
-    from ganbench.evaluate import metrics_from_features
     from ganbench.features.extract import extract_features
     from ganbench.features.registry import build_extractor
+    from ganbench.metric_values import metrics_from_features
     from ganbench.reference import reference_features
     from ganbench.samples import generate, load_baseline_generator
 
@@ -177,11 +178,19 @@ def test_eval_run_folder_stores_every_metric_with_its_protocol(ws, tmp_path, cap
     checkpoints = ws.checkpoints
     assert [p.name for p in checkpoints] == ["epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt"]
     assert not any(Path(r["source_path"]).name == "resume.pt" for r in everything), "resume.pt must not be evaluated"
-    # By default every checkpoint is scored against the selection subset of the training split and the test split.
+    # By default every checkpoint is scored against the selection subset of the training split and the test split,
+    # and against the training subset also on the memorization metrics (C_T with the test split held out).
     assert Counter((r["source_path"], r["metric"], r["reference_name"]) for r in everything) == {
         (str(p), m, ref): 1
-        for p in checkpoints for m in ALL_METRICS for ref in ("fashion-mnist:train:10000", "fashion-mnist:test")
+        for p in checkpoints for ref in ("fashion-mnist:train:10000", "fashion-mnist:test")
+        for m in ALL_METRICS + (MEMORIZATION if ref.startswith("fashion-mnist:train") else ())
     }
+    results_ct = tmp_path / "ct.sqlite"  # C_T, asked for by name, holds the test split out
+    assert main(eval_args(ws, results_ct, checkpoints[-1], default_references=True, extra=("--metrics", "data_copying_ct"))) == 0
+    ct = stored(results_ct)
+    assert [(r["metric"], r["reference_name"], r["status"]) for r in ct] == [
+        ("data_copying_ct", "fashion-mnist:train:10000", "ok")]
+    assert json.loads(ct[0]["protocol_json"])["options"]["heldout"] == "fashion-mnist:test"
     selection = [r for r in everything if r["reference_name"] == "fashion-mnist:train:10000"]
     assert {(r["reference_split"], r["n_reference"]) for r in selection} == {("train", N_TRAIN)}  # the split is smaller
     rows = [r for r in everything if r["reference_name"] == "fashion-mnist:test"]
@@ -626,8 +635,10 @@ def test_several_references_in_one_call(ws, tmp_path):
     assert all(r["status"] == "ok" for r in rows)
     by_reference = {name: {r["metric"]: r for r in rows if r["reference_name"] == name}
                     for name in ("fashion-mnist:test", "fashion-mnist:train")}
-    assert len(rows) == 2 * len(ALL_METRICS)
-    assert set(by_reference["fashion-mnist:test"]) == set(by_reference["fashion-mnist:train"]) == set(ALL_METRICS)
+    # the whole training split is a training reference too: the memorization metrics beside it (C_T needs the test split)
+    assert len(rows) == 2 * len(ALL_METRICS) + len(MEMORIZATION)
+    assert set(by_reference["fashion-mnist:test"]) == set(ALL_METRICS)
+    assert set(by_reference["fashion-mnist:train"]) == set(ALL_METRICS + MEMORIZATION)
     test, train = by_reference["fashion-mnist:test"], by_reference["fashion-mnist:train"]
     assert {(r["n_reference"], r["reference_split"]) for r in test.values()} == {(N_TEST, "test")}
     assert {(r["n_reference"], r["reference_split"]) for r in train.values()} == {(N_TRAIN, "train")}
@@ -753,3 +764,16 @@ def test_failed_rows_of_an_npz_record_its_real_image_count(ws, tmp_path):
     assert main(eval_args(ws, results, npz, extra=("--reference", str(empty), "--metrics", "fid"))) == 1
     rows = stored(results)
     assert [(r["status"], r["n_generated"]) for r in rows] == [("failed", 30)]
+
+
+def test_memorization_metrics_without_a_training_reference_are_said_in_one_line_and_the_rest_computed(ws, tmp_path, capsys):
+    folder = tmp_path / "pngs"
+    _write_pngs(folder, np.random.default_rng(3).integers(0, 256, size=(40, 28, 28), dtype=np.uint8))
+    results = tmp_path / "r.sqlite"
+    capsys.readouterr()
+    code = main(eval_args(ws, results, ws.checkpoints[-1], extra=("--reference", str(folder), "--metrics",
+                                                                  "fid,authenticity,data_copying_ct")))
+    assert code == 0
+    notes = ganbench_lines(capsys.readouterr().err, "note")
+    assert len(notes) == 1 and "authenticity, data_copying_ct not computed" in notes[0]
+    assert [(r["metric"], r["status"]) for r in stored(results)] == [("fid", "ok")]

@@ -63,6 +63,9 @@ def add_parser(subparsers) -> None:
                    help="generated images per source (default: %(default)s)")
     p.add_argument("--metrics", metavar="M[,M]",
                    help=f"subset of {', '.join(METRICS)} (default: all that apply to the extractor)")
+    p.add_argument("--cmmd-estimator", choices=("unbiased", "biased"), default=defaults.cmmd_estimator,
+                   help="CMMD's estimator: unbiased (the paper's U-statistic) or biased (the official code's "
+                   "V-statistic) (default: %(default)s)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the sampling noise (default: %(default)s)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="K",
                    help="K bootstrap resamples for FID and PRDC intervals (default: off)")
@@ -79,11 +82,14 @@ def add_parser(subparsers) -> None:
 
 
 def config_from_args(args) -> EvalConfig:
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None
     return EvalConfig(
         paths=tuple(args.paths), generator=args.generator, references=tuple(args.reference or ()),
-        num_samples=args.num_samples, extractors=tuple(parse_extractors(args.extractor)),
-        inception_weights=args.inception_weights, preprocessing=args.preprocessing,
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None,
+        num_samples=args.num_samples, extractors=tuple(parse_extractors(args.extractor, metrics)),
+        inception_weights=args.inception_weights, preprocessing=args.preprocessing, vgg16_weights=args.vgg16_weights,
+        wavelet_size=args.wavelet_size, dinov2_weights=args.dinov2_weights, dinov2_preprocessing=args.dinov2_preprocessing,
+        clip_weights=args.clip_weights, clip_preprocessing=args.clip_preprocessing, cmmd_estimator=args.cmmd_estimator,
+        metrics=metrics,
         batch_size=args.batch_size, device=args.device, seed=args.seed, bootstrap=args.bootstrap, results=args.results,
         format=args.format, force=args.force, quiet=args.quiet, cache_dir=args.cache_dir, data_root=args.data_root,
         precision=args.precision, distribute=args.distribute,
@@ -95,8 +101,8 @@ COLUMNS = ("source", "metric", "value", "std", "ci_low", "ci_high", "extractor",
 
 
 def run(args) -> int:
-    from ganbench.distributed import launch
     from ganbench.devices import resolve_device
+    from ganbench.distributed import launch
 
     cfg = config_from_args(args)
     with launch(resolve_device(cfg.device)) as group:  # a no-op outside torchrun

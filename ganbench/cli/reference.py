@@ -41,10 +41,10 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from ganbench.atomic import atomic_write_bytes
+    from ganbench.devices import resolve_device
     from ganbench.features.registry import build_extractor
     from ganbench.metrics import feature_statistics
     from ganbench.reference import reference_features
-    from ganbench.devices import resolve_device
 
     if args.count is not None and args.count < 2:
         raise ConfigError(f"--count must be at least 2 (statistics need two samples), got {args.count}")
