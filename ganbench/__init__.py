@@ -1,3 +1,19 @@
-"""ganbench: train, evaluate and report GANs with metrics that match the reference implementations."""
+"""ganbench: train, evaluate and report GANs with metrics that match the reference implementations.
+
+From Python: `ganbench.evaluate(source, reference, ...)` (see `ganbench.api`) and `ganbench.GanbenchMetric`, a
+torchmetrics metric for training loops (see `ganbench.torchmetrics_metric`). Both are imported on first use, so
+`import ganbench` (and `ganbench --help`) stays free of torch.
+"""
 
 __version__ = "0.1.0"
+
+_LAZY = {"evaluate": "ganbench.api", "Evaluation": "ganbench.api", "GanbenchMetric": "ganbench.torchmetrics_metric"}
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ganbench' has no attribute {name!r}")

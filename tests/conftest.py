@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 from pathlib import Path
 
@@ -40,3 +41,11 @@ def tiny_data_root(tmp_path: Path) -> Path:
     make_idx_split(root, "train", 256, seed=1)
     make_idx_split(root, "test", 64, seed=2)
     return root
+
+
+def readme_python_block(marker: str) -> str:
+    """The README's ```python block that contains `marker` (tests run the README's examples as written)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if marker in b]
+    assert len(blocks) == 1, f"expected one README python block containing {marker!r}, found {len(blocks)}"
+    return blocks[0]
