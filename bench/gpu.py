@@ -291,6 +291,9 @@ def main() -> None:
     parser.add_argument("--data-root", help="a folder holding Fashion-MNIST's IDX files")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="cpu: a smoke test of this script on tiny sizes, not a measurement (default: %(default)s)")
+    parser.add_argument("--sweep-only", action="store_true",
+                        help="only the sweep rows (section 3), after the plain training run that makes its checkpoints")
+    parser.add_argument("--precisions", help="comma-separated precisions of ganbench's sweep (default: all the device has)")
     args = parser.parse_args()
     if args.device == "cpu":  # the sizes the user did not set shrink to a smoke test's
         for name, value in SMOKE_SIZES.items():
@@ -310,15 +313,15 @@ def main() -> None:
         root = data_root(args, tmp)
         weights = args.weights or write_random_weights(tmp / "random-inception.pth")
         plain = train(root, tmp / "plain", args.epochs, False, args.device, args.train_images)
-        compiled = train(root, tmp / "compiled", args.epochs, True, args.device, args.train_images)
-        graphed = (train(root, tmp / "graphs", args.epochs, False, args.device, args.train_images, cuda_graphs=True)
-                   if args.device == "cuda" else (float("nan"), float("nan")))
         train_set = load_dataset("fashion-mnist", "train", root, log=False)
         n_train = len(train_set.head(args.train_images))
-        steps = step_rates(images_to_model(train_set.images).to(args.device), args.device, args.steps, (64, 256, 1024))
-
         test = load_dataset("fashion-mnist", "test", root, log=False).images
-        rates = extraction_rates(test[: args.images], weights, args.batch, args.rounds, args.device)
+        if not args.sweep_only:
+            compiled = train(root, tmp / "compiled", args.epochs, True, args.device, args.train_images)
+            graphed = (train(root, tmp / "graphs", args.epochs, False, args.device, args.train_images, cuda_graphs=True)
+                       if args.device == "cuda" else (float("nan"), float("nan")))
+            steps = step_rates(images_to_model(train_set.images).to(args.device), args.device, args.steps, (64, 256, 1024))
+            rates = extraction_rates(test[: args.images], weights, args.batch, args.rounds, args.device)
 
         run_dir = tmp / "plain" / "baseline" / "fashion-mnist" / "seed0"
         checkpoints = sorted(run_dir.glob("epoch_[0-9][0-9][0-9][0-9].pt"))
@@ -326,14 +329,30 @@ def main() -> None:
         reference = tmp / "reference.npz"
         np.savez(reference, images=real[:, 0].numpy())
         peer_s, peer_v = peer_sweep(checkpoints, real, weights, args.num_samples, args.batch, args.device)
-        ours = {p: ganbench_sweep(run_dir, reference, weights, tmp, args, p) for p in PRECISIONS[args.device]}
+        precisions = args.precisions.split(",") if args.precisions else PRECISIONS[args.device]
+        ours = {p: ganbench_sweep(run_dir, reference, weights, tmp, args, p) for p in precisions}
 
     k, last = len(checkpoints), checkpoints[-1].name
-    peer_rate = rates[PEER_EXTRACTOR]
     device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (smoke test, not a measurement)"
     print(f"{device}, torch {torch.__version__}, batch {args.batch}, {n_train} training images")
     print(f"| {'measurement':76} | {'value':>12} | vs peer |")
     print(f"| {'-' * 76} | {'-' * 11}: | ------: |")
+    if not args.sweep_only:
+        print_training_and_extraction(args, plain, compiled, graphed, steps, rates, n_train)
+    sweep = f"sweep of {k} ckpts, {args.num_samples} vs {args.reference_size} images, 7 metrics, s"
+    print(f"| {sweep + ': torch-fidelity + prdc':76} | {peer_s:12.1f} | {1.0:6.2f}x |")
+    for precision, (seconds, _) in ours.items():
+        print(f"| {sweep + f': ganbench eval {precision}':76} | {seconds:12.1f} | {peer_s / seconds:6.2f}x |")
+    fid_peer, fid32 = peer_v[last]["fid"], ours[precisions[0]][1][last]["fid"]
+    print(f"\nFID of {last}: torch-fidelity {fid_peer:.6g}")
+    for precision, (_, values) in ours.items():
+        fid = values[last]["fid"]
+        print(f"  ganbench {precision}: {fid:.6g} (rel. diff vs torch-fidelity {abs(fid - fid_peer) / abs(fid_peer):.1e}, "
+              f"vs ganbench {precisions[0]} {abs(fid - fid32) / abs(fid32):.1e})")
+
+
+def print_training_and_extraction(args, plain, compiled, graphed, steps, rates, n_train) -> None:
+    peer_rate = rates[PEER_EXTRACTOR]
     print(f"| {'train s/epoch, plain (steady epochs)':76} | {plain[1]:12.2f} | {1.0:6.2f}x |")
     print(f"| {'train s/epoch, --compile (steady epochs)':76} | {compiled[1]:12.2f} | {plain[1] / compiled[1]:6.2f}x |")
     if args.device == "cuda":
@@ -345,16 +364,6 @@ def main() -> None:
         print(f"| {label:76} | {rate:12.0f} | {rate / base_rate:6.2f}x |")
     for name, rate in rates.items():
         print(f"| {'extract images/s, ' + name:76} | {rate:12.0f} | {rate / peer_rate:6.2f}x |")
-    sweep = f"sweep of {k} ckpts, {args.num_samples} vs {args.reference_size} images, 7 metrics, s"
-    print(f"| {sweep + ': torch-fidelity + prdc':76} | {peer_s:12.1f} | {1.0:6.2f}x |")
-    for precision, (seconds, _) in ours.items():
-        print(f"| {sweep + f': ganbench eval {precision}':76} | {seconds:12.1f} | {peer_s / seconds:6.2f}x |")
-    fid_peer, fid32 = peer_v[last]["fid"], ours["fp32"][1][last]["fid"]
-    print(f"\nFID of {last}: torch-fidelity {fid_peer:.6g}")
-    for precision, (_, values) in ours.items():
-        fid = values[last]["fid"]
-        print(f"  ganbench {precision}: {fid:.6g} (rel. diff vs torch-fidelity {abs(fid - fid_peer) / abs(fid_peer):.1e}, "
-              f"vs ganbench fp32 {abs(fid - fid32) / abs(fid32):.1e})")
 
 
 if __name__ == "__main__":
