@@ -82,4 +82,10 @@ def build_wavelet(image_size: int = DEFAULT_IMAGE_SIZE, device: str | torch.devi
         device = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ConfigError(f"invalid device {device!r} for the wavelet extractor: {error}") from error
+    try:  # checked here, before any work: the packets come from ptwt, the wavelet from PyWavelets
+        import ptwt  # noqa: F401
+        import pywt  # noqa: F401
+    except ImportError as error:
+        raise ConfigError(f"the wavelet extractor needs ptwt and PyWavelets ({error}); "
+                          "install them with pip install 'ganbench[extractors]'") from error
     return WaveletExtractor(image_size).to(device)
