@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ganbench.errors import ConfigError, GanbenchWarning
+from ganbench.errors import ConfigError, GanbenchWarning, one_line
 from ganbench.protocol import PRECISIONS, precisions_on
 
 
@@ -56,11 +56,13 @@ class FeatureExtractor(nn.Module):
     feature_dim: int
     num_classes: int | None
     precision: str = "fp32"
+    gray_to_rgb: str | None = None  # how 1-channel images become RGB ("repeat"), for the extractors that take RGB
 
     @property
     def protocol(self) -> dict:
         """The fields that identify this extractor's features anywhere they are stored."""
-        return {"extractor": self.name, "preprocessing": self.protocol_preprocessing, "weights_sha256": self.weights_sha256}
+        fields = {"extractor": self.name, "preprocessing": self.protocol_preprocessing, "weights_sha256": self.weights_sha256}
+        return fields if self.gray_to_rgb is None else {**fields, "gray_to_rgb": self.gray_to_rgb}
 
     @property
     def protocol_preprocessing(self) -> str:
@@ -125,3 +127,13 @@ def _tf32(device: torch.device, allowed: bool) -> Iterator[None]:
 def _device_of(module: nn.Module) -> torch.device:
     parameter = next(module.parameters(), None)
     return torch.device("cpu") if parameter is None else parameter.device
+
+
+def check_build_options(name: str, batch_size: int | None, device) -> torch.device:
+    """The options every network extractor's builder takes: a positive batch size or None, and a device."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigError(f"{name} batch_size must be a positive integer or None, got {batch_size!r}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"invalid device {device!r} for the {name} extractor: {one_line(error)}") from error

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from ganbench.errors import ConfigError, DataUnavailableError, one_line
-from ganbench.features.base import ExtractorOutput, FeatureExtractor
+from ganbench.features.base import ExtractorOutput, FeatureExtractor, check_build_options
 from ganbench.features.dinov2 import (
     check_image_size,
     existing_file,
@@ -101,10 +101,6 @@ class ClipExtractor(FeatureExtractor):
         self.weights_path = weights_path
         self.batch_size = batch_size
         self.eval()
-
-    @property
-    def protocol(self) -> dict:
-        return {**super().protocol, "gray_to_rgb": self.gray_to_rgb}
 
     def _forward(self, images: torch.Tensor) -> ExtractorOutput:
         check_image_size(images, self.name)
@@ -190,12 +186,7 @@ def build_clip(
     if preprocessing not in PREPROCESSINGS:
         raise ConfigError(f"unknown CLIP preprocessing {preprocessing!r}; expected one of: "
                           f"{', '.join(PREPROCESSINGS)} (--clip-preprocessing)")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ConfigError(f"{name} batch_size must be a positive integer or None, got {batch_size!r}")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ConfigError(f"invalid device {device!r} for the {name} extractor: {one_line(error)}") from error
+    device = check_build_options(name, batch_size, device)
     path = resolve_clip_weights(name, weights, download=download)
     sha256 = file_sha256(path)
     network = load_clip_network(name, path)

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ganbench.errors import ConfigError, DataUnavailableError, one_line
-from ganbench.features.base import ExtractorOutput, FeatureExtractor
+from ganbench.features.base import ExtractorOutput, FeatureExtractor, check_build_options
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,6 @@ class DinoV2Extractor(FeatureExtractor):
         self.weights_path = weights_path
         self.batch_size = batch_size
         self.eval()
-
-    @property
-    def protocol(self) -> dict:
-        return {**super().protocol, "gray_to_rgb": self.gray_to_rgb}
 
     def _forward(self, images: torch.Tensor) -> ExtractorOutput:
         check_image_size(images, self.name)
@@ -188,12 +184,7 @@ def build_dinov2(
     if preprocessing not in PREPROCESSINGS:
         raise ConfigError(f"unknown DINOv2 preprocessing {preprocessing!r}; expected one of: "
                           f"{', '.join(PREPROCESSINGS)} (--dinov2-preprocessing)")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ConfigError(f"{name} batch_size must be a positive integer or None, got {batch_size!r}")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ConfigError(f"invalid device {device!r} for the {name} extractor: {one_line(error)}") from error
+    device = check_build_options(name, batch_size, device)
     path = resolve_dinov2_weights(name, weights, download=download)
     sha256 = file_sha256(path)
     network = load_dinov2_network(name, path)

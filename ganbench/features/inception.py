@@ -84,10 +84,6 @@ class InceptionExtractor(FeatureExtractor):
         self.batch_size = batch_size
         self.eval()
 
-    @property
-    def protocol(self) -> dict:
-        return {**super().protocol, "gray_to_rgb": self.gray_to_rgb}
-
     def train(self, mode: bool = True) -> InceptionExtractor:
         """Stays in eval mode: batch norm must use its stored statistics, or features would depend on the batch."""
         return super().train(False)

@@ -59,10 +59,6 @@ class VGG16Extractor(FeatureExtractor):
         self.register_buffer("std", 255 * torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         self.eval()
 
-    @property
-    def protocol(self) -> dict:
-        return {**super().protocol, "gray_to_rgb": self.gray_to_rgb}
-
     def train(self, mode: bool = True) -> VGG16Extractor:
         """Stays in eval mode: the classifier's dropout must be off, or features would be random."""
         return super().train(False)

@@ -53,10 +53,6 @@ class WaveletExtractor(FeatureExtractor):
         self.feature_dim = PACKETS * 3 * packet_side(image_size) ** 2
         self.packets = PACKETS
 
-    @property
-    def protocol(self) -> dict:
-        return {**super().protocol, "gray_to_rgb": self.gray_to_rgb}
-
     def _forward(self, images: torch.Tensor) -> ExtractorOutput:
         import ptwt
         import pywt
