@@ -204,3 +204,39 @@ def test_distances_are_rounded_as_numpy_rounds_them_where_two_squares_share_a_ro
     ref = _reference(real, fake, 1)
     assert ref["density"] == 0.0 and ref["precision"] == 0.0  # every fake point sits exactly on a radius
     assert knn_metrics(real, fake, 1, 1) == ref
+
+
+def _count_exact_pairs(monkeypatch) -> list[int]:
+    from ganbench.metrics import _knn
+
+    counted, real_exact = [], _knn.exact_distances
+
+    def counting(a, ia, b, ib):
+        counted.append(ia.numel())
+        return real_exact(a, ia, b, ib)
+
+    monkeypatch.setattr(_knn, "exact_distances", counting)
+    return counted
+
+
+def test_a_collapsed_generator_gets_exact_radii_without_all_pairs(monkeypatch):
+    """Samples of a collapsed generator lie within ~0.01 of one point far from the real mean. About the real mean
+    their norms dwarf their distances, so every neighbour order looked uncertain and each row was settled on exact
+    distances to all N points (N^2 pairs: 714 s for one 10,000-sample checkpoint). About their own mean they are not."""
+    rng = np.random.default_rng(7)
+    real = rng.standard_normal((600, 32)).astype(np.float32)
+    fake = (5.0 + 0.01 * rng.standard_normal((600, 32))).astype(np.float32)
+    counted = _count_exact_pairs(monkeypatch)
+    assert prdc(real, fake, 5) == _reference(real, fake, 5)
+    assert sum(counted) < 20 * 600  # a band of a few pairs per row, not 600 x 600
+
+
+def test_a_generator_collapsed_to_one_image_ties_without_all_pairs(monkeypatch):
+    """Many exactly equal samples (more than the tracked neighbours): every radius is 0, settled by the tie bound."""
+    rng = np.random.default_rng(8)
+    real = rng.standard_normal((300, 16)).astype(np.float32)
+    fake = np.concatenate([np.repeat(rng.standard_normal((1, 16)), 250, axis=0),
+                           rng.standard_normal((50, 16))]).astype(np.float32)
+    counted = _count_exact_pairs(monkeypatch)
+    assert prdc(real, fake, 3) == _reference(real, fake, 3)
+    assert sum(counted) < 300 * 300 // 4

@@ -80,8 +80,19 @@ def prepare(real: torch.Tensor, fake: torch.Tensor, chunk: int, worst_case: bool
     d = real.shape[1]
     beta, beta64 = _beta(d, unit, worst_case), _beta(d, 2.0**-53, worst_case)
     # any centre gives the same distances; one in the work dtype makes x - centre a single rounding
-    centre = (sum(c.sum(dim=0, dtype=torch.float64) for c in real.split(chunk)) / real.shape[0]).to(work_dtype)
+    centre = _mean(real, chunk).to(work_dtype)
     return _centred(real, centre, beta, beta64, chunk), _centred(fake, centre, beta, beta64, chunk)
+
+
+def _mean(x: torch.Tensor, chunk: int) -> torch.Tensor:
+    return sum(c.sum(dim=0, dtype=torch.float64) for c in x.split(chunk)) / x.shape[0]
+
+
+def _own_centred(p: Points, chunk: int) -> Points:
+    """The set centred on its own mean, for the pass over its own pairs. The bound grows with the squared norms, so
+    a set far from the other set's mean (a collapsed generator's samples, all near one point) would have every
+    neighbour order uncertain; about its own mean the norms are the set's own spread."""
+    return _centred(p.exact, _mean(p.exact, chunk).to(p.centre.dtype), p.beta, p.beta64, chunk)
 
 
 def _centred(x: torch.Tensor, centre: torch.Tensor, beta: float, beta64: float, chunk: int) -> Points:
@@ -182,6 +193,7 @@ def neighbour_radii(p: Points, ks: Iterable[int], chunk: int) -> dict[int, torch
     including the point itself, quantised like prdc's distances), for every k in `ks` (1 <= k < N) from
     one pass over the set's pairs."""
     ks = sorted(set(ks))
+    p = _own_centred(p, chunk)
     n = p.exact.shape[0]
     m = min(n, 2 * (ks[-1] + 1) + 4)  # tracked neighbours per row: slack for near-ties
     vals, idx = _approx_neighbours(p, m, chunk)
@@ -206,9 +218,34 @@ def _exact_radii(p: Points, k: int, vals: torch.Tensor, idx: torch.Tensor, err: 
     table[r_pos, c_pos] = dist
     rank = k + 1 - below[ok]  # 1-based rank of the radius within the band
     radii[ok] = table.sort(dim=1).values.gather(1, (rank - 1)[:, None]).squeeze(1)
-    everyone = torch.arange(n, device=device)
-    for row in torch.nonzero(~complete).squeeze(1).tolist():  # rare: many near-ties
-        radii[row] = exact_distances(p, torch.full_like(everyone, row), p, everyone).kthvalue(k + 1).values
+    rest = torch.nonzero(~complete).squeeze(1)
+    if rest.numel():
+        radii[rest] = _tied_radii(p, k, rest, vals[rest], idx[rest], err[rest])
+    return radii
+
+
+def _tied_radii(p: Points, k: int, rows: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, err: torch.Tensor
+                ) -> torch.Tensor:
+    """Radii of the rows whose band reaches past the tracked neighbours (near-ties: many points about as far).
+
+    The (k+1)-th smallest exact distance r among the m tracked points is the radius unless an untracked point is
+    nearer than r. Every untracked point's approximate d2 is at least vals[:, -1], so its exact d2 is at least
+    vals[:, -1] - err, and its distance at least that bound quantised (rounding is monotone): when that is not
+    below r, r is the radius, ties included (a generator collapsed to one image gives all-equal distances). The
+    rows this cannot settle get exact distances to every point, in batches."""
+    n, m = p.exact.shape[0], vals.shape[1]
+    exact = exact_distances(p, rows.repeat_interleave(m), p, idx.flatten()).view(-1, m)
+    r = exact.sort(dim=1).values[:, k]
+    floor = (vals[:, -1] - err).clamp_min(0.0)
+    floor = _sqrt32(floor.to(torch.float32)) if p.exact.dtype == torch.float32 else floor.sqrt()
+    radii = r.clone()
+    unsettled = torch.nonzero(floor < r).squeeze(1)
+    everyone = torch.arange(n, device=rows.device)
+    batch = max(1, _EXACT_ELEMENTS // max(1, n * p.exact.shape[1]) * 8)
+    for start in range(0, unsettled.numel(), batch):
+        part = unsettled[start:start + batch]
+        dist = exact_distances(p, rows[part].repeat_interleave(n), p, everyone.repeat(part.numel())).view(-1, n)
+        radii[part] = dist.kthvalue(k + 1, dim=1).values
     return radii
 
 
