@@ -183,6 +183,25 @@ def test_tables_name_models_by_the_shortest_unique_end_of_their_path(tmp_path, c
     assert set(pd.read_csv(out / "leaderboard.csv")["group"]) == {str(r / "baseline" / "fashion-mnist") for r in roots.values()}
 
 
+def test_every_model_of_a_zoo_is_named_model_slash_dataset(tmp_path, capsys):
+    import dataclasses
+
+    runs = tmp_path / "zoo" / "runs"
+    rows = []
+    for i, kind in enumerate(("baseline", "hinge", "lsgan")):
+        base = row(runs, "fid", 1.0 + i, kind=kind)
+        path = runs / kind / "fashion-mnist" / "seed0" / "epoch_0010.pt"
+        rows.append(dataclasses.replace(base, source_path=str(path),
+                                        source_sha256=hashlib.sha256(str(path).encode()).hexdigest()))
+    store = write(tmp_path / "r.sqlite", rows)
+    assert main(["report", "--results", str(store), "--out", str(tmp_path / "out"), "--format", "markdown",
+                 "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    for kind in ("baseline", "hinge", "lsgan"):
+        assert f"| {kind} fashion-mnist {kind}/fashion-mnist |" in text, kind
+    assert "runs/baseline" not in text
+
+
 def test_curves_and_sample_grids_are_written_for_checkpoint_runs(tmp_path):
     root = tmp_path / "run"
     rows = [row(root, m, v + e, seed=s, epoch=e) for s in (0, 1) for e in (10, 20, 30) for m, v in (("fid", 3.0), ("is", 1.0))]

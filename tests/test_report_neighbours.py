@@ -143,3 +143,23 @@ def test_the_nearest_training_image_of_a_copy_is_itself(tiny_data_root, tmp_path
                      "lenet-* extractor (Inception over 60,000 images is too slow for a report)"]
     distance, index = nearest_neighbours(fake.flatten(1) / 255, train.flatten(1) / 255)
     assert distance.tolist() == [0.0, 0.0, 0.0] and index.tolist() == [5, 17, 200]
+
+
+def test_a_zoo_models_grid_comes_from_its_latest_checkpoint_on_disk(tiny_data_root, tmp_path, monkeypatch):
+    """Every zoo model gets its grid (its checkpoints load like the baseline's); an epoch scored during training
+    without a checkpoint file (--eval-every) is passed over for the latest one on disk."""
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "cache"))
+    assert main(["train", "hinge", "--dataset", "fashion-mnist", "--data-root", str(tiny_data_root), "--out",
+                 str(tmp_path / "ck"), "--max-train-images", "128", "--epochs", "1", "--device", "cpu", "--quiet"]) == 0
+    run = tmp_path / "ck" / "hinge" / "fashion-mnist" / "seed0"
+
+    def zoo_result(epoch: int, value: float) -> ResultRow:
+        row = result(run / f"epoch_{epoch:04d}.pt", "fid", value, TEST, epoch=epoch)
+        return ResultRow(**{**row.__dict__, "run": RunInfo(kind="hinge", dataset="fashion-mnist", seed=0, epoch=epoch,
+                                                           step=epoch)})
+
+    store = store_of(tmp_path / "r.sqlite", [zoo_result(1, 50.0), zoo_result(2, 40.0)])  # epoch 2: no file
+    pairs, notes = neighbours.neighbour_grids(frame_of(store), str(run.parent), tmp_path, data_root=tiny_data_root,
+                                              samples=16)
+    assert [name for _, name in pairs] == ["neighbours_pixel_seed0_epoch1.png", "neighbours_feature_seed0_epoch1.png"]
+    assert notes == [] and (tmp_path / pairs[0][1]).read_bytes()[:4] == b"\x89PNG"

@@ -9,9 +9,9 @@ flagged "copies" when AuthPct < 0.3 (held-out real images score about 0.6 on Fas
 C_T < -3 (generated samples significantly closer to the training set than held-out data; a z-score).
 
 Grids: the report reads the store, not samples, so 64 samples are drawn again (seed 0) from each group's latest
-checkpoint, and their nearest training images are searched in pixel space (L2 on [0, 1] pixels, over the whole
-training split) and, for the `lenet-*` extractors, in feature space (the split's features are cached after the
-first report). Anything missing (checkpoint, dataset, weights) skips the grid with a one-line note.
+checkpoint on disk (any zoo model), and their nearest training images are searched in pixel space (L2 on [0, 1]
+pixels, over the whole training split) and, for the `lenet-*` extractors, in feature space (the split's features
+are cached after the first report). Anything missing (checkpoint, dataset, weights) skips the grid with a one-line note.
 """
 
 from __future__ import annotations
@@ -107,14 +107,21 @@ def add_memorization(tables: list[Table], frame: pd.DataFrame) -> None:
 
 
 def latest_checkpoint(frame: pd.DataFrame, group: str) -> tuple[Path, str | None, str | None] | None:
-    """(path, dataset, extractor) of the group's latest evaluated checkpoint (lowest seed), or None for other sources."""
-    part = frame[(frame["group"] == group) & frame["run_epoch"].notna() & (frame["run_kind"] == "baseline")]
+    """(path, dataset, extractor) of the group's latest evaluated checkpoint still on disk (lowest seed; an epoch scored
+    during training keeps no file unless --checkpoint-every wrote one), or None for sources that are not zoo runs.
+    When none is on disk, the latest one (whose absence the grid's note reports)."""
+    from ganbench.train.zoo import MODELS
+
+    part = frame[(frame["group"] == group) & frame["run_epoch"].notna() & frame["run_kind"].isin(list(MODELS))]
     if part.empty:
         return None
-    last = part.sort_values(["run_seed", "run_epoch"], ascending=[True, False], na_position="last").iloc[0]
+    ordered = part.sort_values(["run_seed", "run_epoch"], ascending=[True, False], na_position="last")
+    paths = list(dict.fromkeys(ordered["source_path"].astype(str)))
+    path = next((p for p in paths if Path(p).is_file()), paths[0])
+    last = ordered[ordered["source_path"].astype(str) == path].iloc[0]
     extractors = sorted(set(part["extractor"].dropna().astype(str)))
     lenet = [e for e in extractors if e.startswith("lenet-")]
-    return Path(str(last["source_path"])), last["run_dataset"], (lenet or [None])[0]
+    return Path(path), last["run_dataset"], (lenet or [None])[0]
 
 
 def neighbour_grids(frame: pd.DataFrame, group: str, folder: Path, *, data_root=None,

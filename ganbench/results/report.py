@@ -188,15 +188,15 @@ def display_names(tables: list[Table]) -> dict[str, str]:
     """group -> the shortest trailing part of its path that no other group in the report ends with.
 
     Tables name a model by this rather than by its absolute path, which says more about the machine that
-    evaluated it than about the model (results.csv and leaderboard.csv keep the full paths). A baseline group
-    keeps at least `OUT/baseline/<dataset>`: its last two parts are the same for every baseline run.
+    evaluated it than about the model (results.csv and leaderboard.csv keep the full paths). A zoo run's group
+    `OUT/<model>/<dataset>` keeps at least `<model>/<dataset>`, so every model of a zoo is named alike.
     """
     groups = sorted({row.group: row.group_kind for t in tables for row in t.rows}.items())
     parts = {group: Path(group).parts for group, _ in groups}
     names = {}
     for group, kind in groups:
         own = parts[group]
-        keep = min(len(own), 3 if kind == "baseline" else 1)
+        keep = min(len(own), 2 if len(own) >= 2 and own[-2] == kind else 1)
         while keep < len(own) and any(o != group and parts[o][-keep:] == own[-keep:] for o in parts):
             keep += 1
         names[group] = str(Path(*own[-keep:])) if keep < len(own) else group
