@@ -152,7 +152,7 @@ def evaluate(
     )
     from ganbench.devices import resolve_device
     from ganbench.features.extract import extract_features
-    from ganbench.features.registry import build_extractor, extractor_options
+    from ganbench.features.registry import build_extractor
     from ganbench.metric_values import check_metrics
     from ganbench.reference import References, check_statistics_metrics, parse_reference
     from ganbench.scoring import Scorer, _metrics, _reference_count, _RowMaker, _too_few, extractor_shape, samples
@@ -161,9 +161,7 @@ def evaluate(
     check_statistics_metrics([ref], cfg.metrics)
     where = _source(source, cfg)  # a missing path or a folder of several checkpoints is an option error, before any work
     dev = str(resolve_device(cfg.device))
-    built = build_extractor(extractor, **extractor_options(
-        extractor, device=dev, precision=cfg.precision, inception_weights=cfg.inception_weights,
-        preprocessing=cfg.preprocessing, data_root=cfg.data_root, progress=progress))
+    built = build_extractor(extractor, **cfg.extractor_options(extractor, dev, progress))
     if cfg.metrics is not None:
         check_metrics(cfg.metrics, extractor_shape(built))
 

@@ -265,6 +265,16 @@ class EvalConfig:
                         "raise --num-samples or drop it from --metrics"
                     )
 
+    def extractor_options(self, name: str, device: str, progress: bool) -> dict:
+        """`build_extractor`'s options for extractor `name` under this call's weights, preprocessing and precision flags."""
+        from ganbench.features.registry import extractor_options
+
+        return extractor_options(name, device=device, precision=self.precision, inception_weights=self.inception_weights,
+                                 preprocessing=self.preprocessing, vgg16_weights=self.vgg16_weights,
+                                 wavelet_size=self.wavelet_size, dinov2_weights=self.dinov2_weights,
+                                 dinov2_preprocessing=self.dinov2_preprocessing, clip_weights=self.clip_weights,
+                                 clip_preprocessing=self.clip_preprocessing, data_root=self.data_root, progress=progress)
+
 
 @dataclass(frozen=True)
 class ClassifierConfig:

@@ -96,14 +96,17 @@ class Scorer:
     features: Callable[[Source, Loaded], FeatureSet]
     log: Callable[[str], None]
 
-    def score(self, source: Source) -> Outcome:
+    def score(self, source: Source, loaded: Loaded | None = None, sha: str | None = None) -> Outcome:
+        """Score a source read from its file, or one already in memory: `loaded` with the content `sha` its file
+        has or would have (`ganbench train --eval-every` scores the generator it is training this way)."""
         started = time.perf_counter()
-        sha = _content_sha256(source)
+        sha = sha or _content_sha256(source)
         row = _RowMaker(self, source, sha, started)
-        try:
-            loaded = load_source(source, self.cfg)
-        except GanbenchError as exc:
-            return self._fail(row, dict(source.run), None, one_line(exc, limit=None))
+        if loaded is None:
+            try:
+                loaded = load_source(source, self.cfg)
+            except GanbenchError as exc:
+                return self._fail(row, dict(source.run), None, one_line(exc, limit=None))
         row.run = loaded.run
         if loaded.images is not None and loaded.count < self.cfg.num_samples:
             self.log(f"{source.label}: {loaded.count} images, fewer than --num-samples {self.cfg.num_samples}; using all")

@@ -55,7 +55,7 @@ class Sweep:
     def run(self) -> int:
         """Evaluate every source; returns the number of sources that failed (on all ranks)."""
         from ganbench.devices import resolve_device
-        from ganbench.features.registry import build_extractor, extractor_options
+        from ganbench.features.registry import build_extractor
 
         cfg, world = self.cfg, self.world
         sources = discover_sources(list(cfg.paths), cfg.generator)
@@ -75,12 +75,7 @@ class Sweep:
         failed = 0
         with self._open_store() as store:
             for extractor_name in cfg.extractors:
-                options = extractor_options(extractor_name, device=self.device, precision=cfg.precision,
-                                            inception_weights=cfg.inception_weights, preprocessing=cfg.preprocessing,
-                                            vgg16_weights=cfg.vgg16_weights, wavelet_size=cfg.wavelet_size,
-                                            dinov2_weights=cfg.dinov2_weights, dinov2_preprocessing=cfg.dinov2_preprocessing,
-                                            clip_weights=cfg.clip_weights, clip_preprocessing=cfg.clip_preprocessing,
-                                            data_root=cfg.data_root, progress=self.progress)
+                options = cfg.extractor_options(extractor_name, self.device, self.progress)
                 # Main rank first: lenet-mnist trains and caches its weights on first use, Inception may download them.
                 extractor = world.main_first(lambda options=options, name=extractor_name: build_extractor(name, **options))
                 if cfg.metrics is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ganbench.config import SPEC_BETAS, BaselineConfig, ZooConfig
+from ganbench.config import SPEC_BETAS, BaselineConfig, EvalConfig, ZooConfig
 from ganbench.errors import ConfigError
 from ganbench.protocol import DATASETS
 from ganbench.train.zoo import MODELS
@@ -20,6 +20,7 @@ examples:
   ganbench train baseline --dataset fashion-mnist --device cuda --cuda-graphs   # ~0.5 s/epoch on an H200
   ganbench train lsgan --dataset fashion-mnist --seeds 0,1,2 --jobs 3   # three seeds in three processes
   torchrun --nproc-per-node 3 -m ganbench train hinge --dataset fashion-mnist --seeds 0,1,2   # seeds dealt to ranks
+  ganbench train baseline --dataset fashion-mnist --eval-every 5   # FID & co. of every 5th epoch into the store
 
 outputs, under OUT/<model>/<dataset>/seed<k>/ (OUT/baseline/... for the specified GAN):
   epoch_XXXX.pt   checkpoints (every --checkpoint-every epochs and at the end; load with weights_only=True)
@@ -114,7 +115,29 @@ def _add_model_parser(kinds, spec) -> None:
                    + ("; not for wgan-gp (refused: n_critic steps and the penalty's double backward)" if spec.gp_weight
                       else ""))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_eval_flags(p)
     p.set_defaults(run=run_training, model=spec.name)
+
+
+def _add_eval_flags(p) -> None:
+    defaults = EvalConfig(paths=("-",))
+    group = p.add_argument_group(
+        "evaluation during training",
+        "Score the generator in this process every N epochs, without writing a checkpoint first. The rows are those\n"
+        "`ganbench eval` gives that epoch's checkpoint (the same protocol, key and numbers; a later eval of the run\n"
+        "skips them), written to --eval-results, where `ganbench report` draws them as curves.")
+    group.add_argument("--eval-every", type=int, metavar="N",
+                       help="score every N epochs and at the last (default: off)")
+    group.add_argument("--eval-extractor", metavar="NAME",
+                       help="feature space (default: lenet-DATASET, the classifier of the training data; inception "
+                       "needs its weights, see `ganbench eval --help`)")
+    group.add_argument("--eval-num-samples", type=int, default=defaults.num_samples, metavar="N",
+                       help="generated samples per evaluation (default: %(default)s)")
+    group.add_argument("--eval-reference", action="append", metavar="DATASET:SPLIT|FOLDER|NPZ",
+                       help="reference (repeatable; default: DATASET:train:10000 and DATASET:test, as `ganbench eval`)")
+    group.add_argument("--eval-metrics", metavar="M[,M]", help="metrics (default: every metric that applies)")
+    group.add_argument("--eval-results", default=defaults.results, metavar="PATH",
+                       help="results store (default: %(default)s)")
 
 
 def configs_from_args(args) -> list[BaselineConfig]:
@@ -129,11 +152,30 @@ def configs_from_args(args) -> list[BaselineConfig]:
     return [ZooConfig(model=args.model, seed=seed, **shared) for seed in seeds]
 
 
+def eval_every_from_args(args):
+    """--eval-every and its options as an EvalEvery (None without --eval-every); the eval flags alone are refused."""
+    from ganbench.train_eval import EvalEvery
+
+    given = [flag for flag, value in (("--eval-extractor", args.eval_extractor), ("--eval-reference", args.eval_reference),
+                                      ("--eval-metrics", args.eval_metrics)) if value is not None]
+    if args.eval_every is None:
+        if given:
+            raise ConfigError(f"{given[0]} applies to --eval-every, which is off; add --eval-every N")
+        return None
+    metrics = tuple(m.strip() for m in args.eval_metrics.split(",") if m.strip()) if args.eval_metrics else None
+    extractor = args.eval_extractor or f"lenet-{args.dataset}"
+    cfg = EvalConfig(paths=(args.out,), references=tuple(args.eval_reference or ()), num_samples=args.eval_num_samples,
+                     extractors=(extractor,), metrics=metrics, device=args.device, results=args.eval_results,
+                     quiet=args.quiet, data_root=args.data_root)
+    return EvalEvery(args.eval_every, cfg)
+
+
 def run_training(args) -> int:
     from ganbench.distributed import launched_by_torchrun
     from ganbench.train.loop import check_fresh_run, train_model
 
     configs = configs_from_args(args)  # validates every seed's config before the first one trains
+    eval_every = eval_every_from_args(args)
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     if launched_by_torchrun():
@@ -148,10 +190,14 @@ def run_training(args) -> int:
         for cfg in configs:  # every seed's folder, so a refusal comes before hours of training the first seeds
             check_fresh_run(cfg)
     if args.jobs > 1 and len(configs) > 1:
-        _train_in_workers(configs, args.jobs, args.resume, not args.quiet)
+        if eval_every is not None and configs:  # here first: weights and reference features cached for the workers
+            from ganbench.devices import resolve_device
+
+            eval_every.start(resolve_device(configs[0].device), configs[0].dataset)
+        _train_in_workers(configs, args.jobs, args.resume, not args.quiet, eval_every)
         return 0
     for cfg in configs:
-        train_model(cfg, resume=args.resume, progress=not args.quiet)
+        train_model(cfg, resume=args.resume, progress=not args.quiet, eval_every=eval_every)
     return 0
 
 
@@ -165,7 +211,7 @@ def _use_local_gpu(configs: list[BaselineConfig]) -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
 
 
-def _train_in_workers(configs: list[BaselineConfig], jobs: int, resume: bool, progress: bool) -> None:
+def _train_in_workers(configs: list[BaselineConfig], jobs: int, resume: bool, progress: bool, eval_every=None) -> None:
     """Each run in one of `jobs` spawned processes (a fresh interpreter: no CUDA state is forked). A run's maths
     depends only on its config, so it equals the run trained alone. The first failure stops the runs not yet
     started, lets the running ones finish (their checkpoints are sound; --resume continues) and is raised here."""
@@ -176,7 +222,8 @@ def _train_in_workers(configs: list[BaselineConfig], jobs: int, resume: bool, pr
 
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(configs)), mp_context=context) as pool:
-        futures = [pool.submit(train_model, cfg, resume, progress, position) for position, cfg in enumerate(configs)]
+        futures = [pool.submit(train_model, cfg, resume, progress, position, eval_every)
+                   for position, cfg in enumerate(configs)]
         try:
             for future in futures:
                 future.result()

@@ -225,10 +225,13 @@ def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, Resume
     return dataset, point
 
 
-def train_model(cfg: BaselineConfig, resume: bool = False, progress: bool = True, bar_position: int | None = None) -> Path:
+def train_model(cfg: BaselineConfig, resume: bool = False, progress: bool = True, bar_position: int | None = None,
+                eval_every=None) -> Path:
     """Train one seed of a zoo model (the specified GAN for a BaselineConfig); returns the run directory.
 
-    bar_position: the progress bar's line, when several worker processes share the terminal (--jobs)."""
+    bar_position: the progress bar's line, when several worker processes share the terminal (--jobs).
+    eval_every: a `ganbench.train_eval.EvalEvery` (--eval-every): score the generator in this process at the epochs
+    it names, before that epoch's files are written (a kill during scoring repeats the epoch and its scoring)."""
     dataset, point = prepare_run(cfg, resume)
     device = resolve_device(cfg.device)
     if cfg.cuda_graphs and device.type != "cuda":
@@ -239,12 +242,16 @@ def train_model(cfg: BaselineConfig, resume: bool = False, progress: bool = True
             f"--resume: the training data differ from the data of the checkpoint in {cfg.run_dir} "
             "(fingerprint mismatch); use the same --dataset, --data-root and --max-train-images"
         )
+    devices = [device.index or 0] if device.type == "cuda" else []
+    scorer = None
+    if eval_every is not None:  # its errors (weights, references) before anything is written; its RNG use is its own
+        with torch.random.fork_rng(devices=devices):
+            scorer = eval_every.start(device, cfg.dataset)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     if removed := remove_stale_temporaries(run_dir):
         print(f"ganbench: removed {removed} temporary file(s) that a killed run left in {run_dir}", file=sys.stderr)
 
-    devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         state = TrainingState(cfg, device)
         if point is not None:
@@ -261,7 +268,7 @@ def train_model(cfg: BaselineConfig, resume: bool = False, progress: bool = True
         write_json({**cfg.to_dict(), "ganbench_version": __version__, "device_resolved": str(device)},
                    run_dir / "config.json")
         try:
-            _train_epochs(state, dataset, fingerprint, run_dir, progress, bar_position)
+            _train_epochs(state, dataset, fingerprint, run_dir, progress, bar_position, scorer)
         except Exception as exc:
             if cfg.compile and _is_compile_failure(exc):
                 raise ConfigError(f"--compile: torch.compile failed here ({one_line(exc, 200)}); "
@@ -291,7 +298,7 @@ def _is_compile_failure(exc: BaseException) -> bool:
 
 
 def _train_epochs(state: TrainingState, dataset: ImageDataset, fingerprint: str, run_dir: Path, progress: bool,
-                  bar_position: int | None = None) -> None:
+                  bar_position: int | None = None, scorer=None) -> None:
     cfg, device, spec = state.cfg, state.device, state.spec
     G, D = state.generator, state.discriminator
     if cfg.compile:
@@ -376,7 +383,10 @@ def _train_epochs(state: TrainingState, dataset: ImageDataset, fingerprint: str,
             {"epoch": state.epoch, "step": state.step, "d_loss": d_loss_mean, "g_loss": g_loss_mean,
              "d_real": d_real_mean, "d_fake": d_fake_mean, "seconds": seconds, "images_per_s": n / seconds}
         )
-        _write_epoch_outputs(state, dataset, fingerprint, run_dir, _keeps_checkpoint(state.epoch, cfg))
+        checkpoint = state.to_checkpoint(dataset, fingerprint)
+        if scorer is not None and scorer.due(state.epoch, cfg.epochs):  # from memory; the rows name the epoch's file
+            scorer(state.generator, cfg.latent_dim, checkpoint, run_dir / ckpt.checkpoint_name(state.epoch))
+        _write_epoch_outputs(state, dataset, fingerprint, run_dir, _keeps_checkpoint(state.epoch, cfg), checkpoint=checkpoint)
     if bar is not None:
         bar.close()
     last = state.history[-1]
@@ -442,10 +452,10 @@ def _grid_path(run_dir: Path, epoch: int) -> Path:
 
 
 def _write_epoch_outputs(state: TrainingState, dataset: ImageDataset, fingerprint: str, run_dir: Path,
-                         keep_checkpoint: bool, only_missing: bool = False) -> None:
+                         keep_checkpoint: bool, only_missing: bool = False, checkpoint: dict | None = None) -> None:
     """The files of a finished epoch; `only_missing` leaves an existing checkpoint and grid as they are."""
     cfg = state.cfg
-    checkpoint = state.to_checkpoint(dataset, fingerprint)
+    checkpoint = checkpoint if checkpoint is not None else state.to_checkpoint(dataset, fingerprint)
     if keep_checkpoint:
         path, grid = run_dir / ckpt.checkpoint_name(state.epoch), _grid_path(run_dir, state.epoch)
         if not (only_missing and path.is_file()):
