@@ -34,6 +34,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"ganbench: error: {message} (see `{self.prog} --help`)\n")
 
 
+EPILOG = """\
+the whole job, on Fashion-MNIST:
+  ganbench train baseline --dataset fashion-mnist --epochs 5          # the specified GAN (train MODEL: the zoo)
+  ganbench eval checkpoints --extractor lenet-fashion-mnist           # every checkpoint, into results/ganbench.sqlite
+  ganbench report --out reports                                       # leaderboards, curves, grids, comparisons
+  ganbench compare checkpoints/lsgan/fashion-mnist checkpoints/baseline/fashion-mnist   # needs 2+ seeds per model
+
+every command explains itself: ganbench COMMAND --help"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ganbench.cli import compare, reference, report, train
     from ganbench.cli import eval as eval_command
@@ -42,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ganbench",
         description="Train, evaluate and report GANs with metrics that match the reference implementations.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  ganbench train baseline --dataset fashion-mnist --epochs 5\n  ganbench train baseline --help",
+        epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"ganbench {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
