@@ -63,16 +63,19 @@ train() {  # one model, all its seeds in $JOBS worker processes
 }
 
 start=$SECONDS
-pids=() failed=0
+running=0 failed=0
 for model in "${models[@]}"; do
   train "$model" &
-  pids+=($!)
-  if [ ${#pids[@]} -ge "$PARALLEL" ]; then
-    wait "${pids[0]}" || failed=1
-    pids=("${pids[@]:1}")
+  running=$((running + 1))
+  if [ $running -ge "$PARALLEL" ]; then
+    wait -n || failed=1  # the first model to finish frees its slot (waiting for the oldest left slots idle)
+    running=$((running - 1))
   fi
 done
-for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+while [ $running -gt 0 ]; do
+  wait -n || failed=1
+  running=$((running - 1))
+done
 echo "train all: $((SECONDS - start)) s" >> "$TIMES"
 if [ $failed -ne 0 ]; then
   echo "bench/zoo.sh: a model failed to train; see $TIMES and $OUT/logs/; rerun to resume" >&2
