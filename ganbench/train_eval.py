@@ -75,6 +75,8 @@ class EpochScorer:
                                      device=self.device, progress=not cfg.quiet, log=_log)
         for reference in self.given or [parse_reference(text) for text in default_references(dataset)]:
             self.references.get(self.extractor, reference)  # raises the reference's one-line error now
+        with ResultsStore(cfg.results):  # a corrupt or unwritable store, too: before an epoch is trained, not after
+            pass
 
     def __call__(self, generator: torch.nn.Module, latent_dim: int, checkpoint: dict, path: Path) -> Outcome:
         """Score `generator` as the checkpoint dict `checkpoint` (of the epoch it was taken at) saved at `path`."""

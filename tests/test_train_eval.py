@@ -181,3 +181,14 @@ def test_a_reference_that_cannot_load_stops_the_run_before_its_first_epoch(data_
     err = capsys.readouterr().err.strip().splitlines()
     assert "missing-folder" in err[-1]
     assert not run_dir(tmp_path / "runs").exists()
+
+
+def test_a_results_store_that_cannot_be_opened_stops_the_run_before_its_first_epoch(data_root, tmp_path, capsys):
+    """Found only after the first epoch, it would cost that epoch (scoring precedes the epoch's files) and the run."""
+    bad = tmp_path / "bad.sqlite"
+    bad.write_text("not a database")
+    extra = ("--eval-every", "1", "--eval-num-samples", str(N), "--eval-reference", "fashion-mnist:test",
+             "--eval-results", str(bad))
+    assert train(data_root, tmp_path / "runs", extra=extra) == 2
+    assert "not a SQLite database" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not run_dir(tmp_path / "runs").exists()
