@@ -243,7 +243,7 @@ def _tied_radii(p: Points, k: int, rows: torch.Tensor, vals: torch.Tensor, idx: 
     radii = r.clone()
     unsettled = torch.nonzero(floor < r).squeeze(1)
     everyone = torch.arange(n, device=rows.device)
-    batch = max(1, _EXACT_ELEMENTS // max(1, n * p.exact.shape[1]) * 8)
+    batch = max(1, 8 * _EXACT_ELEMENTS // (n * p.exact.shape[1]))  # rows of all-pairs distances per batch (64 MB)
     for start in range(0, unsettled.numel(), batch):
         part = unsettled[start:start + batch]
         dist = exact_distances(p, rows[part].repeat_interleave(n), p, everyone.repeat(part.numel())).view(-1, n)
