@@ -261,3 +261,15 @@ def test_report_writes_the_comparison_section_only_when_two_groups_have_two_seed
     assert not (tmp_path / "rep1" / "comparison.csv").exists()
     assert "Comparisons" not in (tmp_path / "rep1" / "index.html").read_text()
     capsys.readouterr()
+
+
+def test_models_sharing_a_rank_are_listed_best_mean_first(tmp_path, capsys):
+    # no pair separates (spread far wider than the gaps): all rank 1, and the table must still read best first, not
+    # alphabetically (the zoo benchmark listed the specified GAN's FID 419 above dcgan's 22 at rank 1)
+    spread = {"aaa": [400.0, 250.0, 550.0], "mmm": [20.0, 300.0, 150.0], "zzz": [10.0, 5.0, 600.0]}
+    path = store(tmp_path, models(tmp_path, spread))
+    code, out, _ = run(capsys, "--results", str(path))
+    assert code == 0
+    ranks = out.split("ranks:\n")[1].split("\n\n")[0].splitlines()[1:]
+    listed = [line.split("/")[0] for line in ranks]
+    assert listed == ["mmm", "zzz", "aaa"]  # means 156.7, 205, 400; fid: lower is better

@@ -374,8 +374,15 @@ SPLIT_HEAD = ["model", "checkpoints", "values", "training-seed var", "sampling v
 
 def _rank_cells(c: TableComparison, names: dict[str, str]) -> list[list[str]]:
     rows = {r.group: r for r in c.table.rows if c.metric in r.metrics}
+    sign = 1.0 if direction(c.metric) == "lower" else -1.0
+
+    def order(item: tuple[str, int | None]) -> tuple:  # by rank, then best mean first within a shared rank
+        group, rank = item
+        mean = sign * rows[group].metrics[c.metric].mean
+        return rank is None, rank or 0, math.inf if math.isnan(mean) else mean, group
+
     body = []
-    for group, rank in sorted(c.ranks.items(), key=lambda kv: (kv[1] is None, kv[1] or 0, kv[0])):
+    for group, rank in sorted(c.ranks.items(), key=order):
         a = rows[group].metrics[c.metric]
         body.append([names.get(group, group), str(len(a.values)), _num(a.mean), _num(a.std),
                      str(rank) if rank is not None else "not ranked (one seed)"])
