@@ -203,13 +203,20 @@ def display_names(tables: list[Table]) -> dict[str, str]:
     return names
 
 
+def _model_label(row: Row, name: str) -> str:
+    """A run's `<model>/<dataset>` name says its kind and dataset already; other sources are prefixed with both."""
+    if row.dataset and Path(name).parts[-2:] == (row.group_kind, row.dataset):
+        return name
+    return f"{row.group_kind} {row.dataset or ''} {name}".strip()
+
+
 def _display_rows(table: Table, configs: dict[str, str], names: dict[str, str]) -> tuple[list[str], list[list[str]]]:
     flags = any(row.notes for row in table.rows)
     head = ["model", "seeds", "epoch per seed", *(["selected on"] if table.rule == "best" else []), *table.metrics,
             *(["flags"] if flags else [])]
     body = []
     for row in table.rows:
-        label = f"{row.group_kind} {row.dataset or ''} {names.get(row.group, row.group)}".strip()
+        label = _model_label(row, names.get(row.group, row.group))
         if configs.get(row.group):
             label += f" ({configs[row.group]})"
         selected = [row.selected_on + (f" - {row.selection_note}" if row.selection_note else "")] if table.rule == "best" else []
