@@ -230,6 +230,24 @@ def test_protocols_are_never_ranked_in_one_table(tmp_path):
     assert len({t.protocol_id for t in finals}) == 3
 
 
+def test_tables_of_one_extractor_come_most_checkpoints_first_not_in_protocol_id_order(tmp_path):
+    # The zoo benchmark scored every checkpoint under one sampling seed and the final ones again under another; the
+    # report opened on the final-only protocol because its id happened to sort first. Find such an unlucky pair.
+    def pid(rows: list[ResultRow]) -> str:
+        path = tmp_path / f"pid{rows[0].protocol.n_generated}.sqlite"
+        return build_tables(frame(write(path, rows)))[0].protocol_id
+
+    every = [row(tmp_path, "fid", 10.0 - e / 10, epoch=e) for e in (10, 20, 30)]
+    n = next(n for n in range(101, 400) if pid([row(tmp_path, "fid", 1.0, epoch=30, n_generated=n)]) < pid(every))
+    final_only = [row(tmp_path, "fid", 7.0, epoch=30, n_generated=n)]
+    inception = [row(tmp_path, "fid", 3.0, epoch=e, extractor="inception") for e in (10, 20, 30)]
+    tables = build_tables(frame(write(tmp_path / "r.sqlite", every + final_only + inception)))
+    order = [(t.protocol["extractor"], t.protocol["n_generated"], t.rule) for t in tables]
+    assert order == [("inception", 100, "final"), ("inception", 100, "best"), ("lenet-fashion-mnist", 100, "final"),
+                     ("lenet-fashion-mnist", 100, "best"), ("lenet-fashion-mnist", n, "final"),
+                     ("lenet-fashion-mnist", n, "best")]
+
+
 def test_filters_select_datasets_metrics_and_protocols(tmp_path, capsys):
     rows = [row(tmp_path / "a", "fid", 1.0), row(tmp_path / "a", "kid", 0.1),
             row(tmp_path / "c", "fid", 0.5, extractor="inception")]

@@ -198,6 +198,13 @@ class Table:
     notes: list[str] = field(default_factory=list)  # header lines beyond the protocol, e.g. where memorization columns come from
 
 
+def _protocol_order(reporting: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Protocols by extractor, then the one covering the most checkpoints first (a run scored at every epoch under
+    one sampling seed, its final checkpoints again under another: the first is the main table), then by id."""
+    parts = list(reporting.groupby("protocol_id", sort=True))
+    return sorted(parts, key=lambda kv: (str(kv[1]["extractor"].iloc[0]), -kv[1]["source_sha256"].nunique(), kv[0]))
+
+
 def build_tables(frame: pd.DataFrame, *, select_metric: str = "fid", select_on: str | None = None) -> list[Table]:
     """The leaderboards of a `tidy()` frame: per reporting protocol, a 'final' and a 'best' table.
 
@@ -205,7 +212,7 @@ def build_tables(frame: pd.DataFrame, *, select_metric: str = "fid", select_on: 
     ok = frame[frame["status"] == "ok"]
     reporting = ok[ok["reference_role"] == "reporting"] if select_on is None else ok[ok["reference_name"] != select_on]
     tables = []
-    for pid, part in reporting.groupby("protocol_id", sort=True):
+    for pid, part in _protocol_order(reporting):
         protocol = _records(part.head(1), PROTOCOL_FIELDS)[0]
         metrics = metric_order(part["metric"].unique())
         for rule in RULES:
