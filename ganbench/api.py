@@ -155,7 +155,7 @@ def evaluate(
     from ganbench.features.registry import build_extractor
     from ganbench.metric_values import check_metrics
     from ganbench.reference import References, check_statistics_metrics, parse_reference
-    from ganbench.scoring import Scorer, _metrics, _reference_count, _RowMaker, _too_few, extractor_shape, samples
+    from ganbench.scoring import RowMaker, Scorer, extractor_shape, reference_count, samples, source_metrics, too_few
 
     ref = parse_reference(cfg.references[0])
     check_statistics_metrics([ref], cfg.metrics)
@@ -175,18 +175,18 @@ def evaluate(
         real = references.get(built, ref)
     except GanbenchError as exc:  # worded as the failed rows of `ganbench eval` say it
         raise type(exc)(f"reference {ref.name}: {one_line(exc, limit=None)}") from exc
-    n_real = _reference_count(real)
+    n_real = reference_count(real)
 
     # The Scorer holds what scoring's helpers read (options, extractor, references); its own loop, which records
     # failures as rows and goes on, is the sweep's. Here a failure is raised.
     scorer = Scorer(cfg, built, [ref], references, store=None, device=dev, features=None, log=notes.append)
-    wanted = scorer._wanted(ref, [ref])
+    wanted = scorer.wanted(ref, [ref])
     unreachable = [m for m in cfg.metrics or () if m not in wanted]
     if unreachable:  # `ganbench eval` notes them beside its other references; here there are none
         raise MetricError(f"{cfg.paths[0]} vs {ref.name}: {', '.join(unreachable)} not computed: the memorization "
                           "metrics need a DATASET:train[:N] reference, and data_copying_ct also DATASET:test beside it, "
                           "which one reference cannot give; use `ganbench eval` with both references")
-    impossible = {m: why for m in wanted if (why := _too_few(m, n_real, loaded.count))}
+    impossible = {m: why for m in wanted if (why := too_few(m, n_real, loaded.count))}
     if impossible:
         text = f"{cfg.paths[0]} vs {ref.name}: not computed: " + "; ".join(f"{m} ({why})" for m, why in impossible.items())
         if cfg.metrics is not None:
@@ -199,10 +199,10 @@ def evaluate(
     with _borrowed(loaded.generator[0] if loaded.generator is not None else None):
         images = samples(loaded, cfg, (0, loaded.count), dev)
     fake = extract_features(built, images, cfg.batch_size, dev, progress, f"features {cfg.paths[0]}")
-    values = _metrics(real, fake, names, cfg)
+    values = source_metrics(real, fake, names, cfg)
 
     sha = _content_sha256(where, images)
-    rows = _RowMaker(scorer, where, sha, started)
+    rows = RowMaker(scorer, where, sha, started)
     rows.run = loaded.run
     made: list[ResultRow] = [rows.ok(m, value, ref, n_real, len(fake)) for m, value in values.items()]
     if store is not None:

@@ -101,7 +101,7 @@ class Scorer:
         has or would have (`ganbench train --eval-every` scores the generator it is training this way)."""
         started = time.perf_counter()
         sha = sha or _content_sha256(source)
-        row = _RowMaker(self, source, sha, started)
+        row = RowMaker(self, source, sha, started)
         if loaded is None:
             try:
                 loaded = load_source(source, self.cfg)
@@ -124,11 +124,11 @@ class Scorer:
             except GanbenchError as exc:
                 message = f"reference {reference.name}: {one_line(exc, limit=None)}"
                 self.log(f"FAILED {source.label}: {message}")
-                rows += [row.failed(m, reference, 0, loaded.count, message) for m in self._wanted(reference, references)]
+                rows += [row.failed(m, reference, 0, loaded.count, message) for m in self.wanted(reference, references)]
                 failed = True
                 continue
-            n_real = _reference_count(real)
-            wanted = self._wanted(reference, references)
+            n_real = reference_count(real)
+            wanted = self.wanted(reference, references)
             heldout = None
             if "data_copying_ct" in wanted:  # C_T compares with the held-out split; without it, C_T is left out
                 held = self._heldout(reference, references)
@@ -138,7 +138,7 @@ class Scorer:
                     self.log(f"note {source.label} vs {reference.name}: data_copying_ct not computed: held-out "
                              f"reference {held.name}: {one_line(exc)}")
                     wanted.remove("data_copying_ct")
-            impossible = {m: why for m in wanted if (why := _too_few(m, n_real, loaded.count))}
+            impossible = {m: why for m in wanted if (why := too_few(m, n_real, loaded.count))}
             if impossible:
                 explicit = self.cfg.metrics is not None
                 failed |= explicit
@@ -168,23 +168,23 @@ class Scorer:
             except GanbenchError as exc:
                 message = one_line(exc, limit=None)
                 self.log(f"FAILED {source.label}: {message}")
-                rows += [row.failed(m, ref, _reference_count(real), loaded.count, message)
+                rows += [row.failed(m, ref, reference_count(real), loaded.count, message)
                          for ref, real, names, _ in todo for m in names]
                 todo, failed = [], True
         for reference, real, names, heldout in todo:
             try:
-                values = _metrics(real, fake, names, self.cfg, heldout, self.device)
+                values = source_metrics(real, fake, names, self.cfg, heldout, self.device)
             except GanbenchError as exc:
                 message = one_line(exc, limit=None)
                 self.log(f"FAILED {source.label} vs {reference.name}: {message}")
-                rows += [row.failed(m, reference, _reference_count(real), loaded.count, message) for m in names]
+                rows += [row.failed(m, reference, reference_count(real), loaded.count, message) for m in names]
                 failed = True
                 continue
-            rows += [row.ok(m, value, reference, _reference_count(real), len(fake)) for m, value in values.items()]
+            rows += [row.ok(m, value, reference, reference_count(real), len(fake)) for m, value in values.items()]
         self.store.write_results(rows, replace=self.cfg.force)  # one transaction: all of this source or nothing
         return Outcome(rows, failed=failed)
 
-    def _fail(self, row: _RowMaker, run: dict, count: int | None, message: str) -> Outcome:
+    def _fail(self, row: RowMaker, run: dict, count: int | None, message: str) -> Outcome:
         """Failed rows under the protocols a success would have (so a later success replaces each of them)."""
         self.log(f"FAILED {row.source.label}: {message}")
         row.run = run
@@ -198,10 +198,10 @@ class Scorer:
         rows = []
         for reference in references:
             try:
-                n_real = 0 if reference is UNKNOWN_REFERENCE else _reference_count(self.references.get(self.extractor, reference))
+                n_real = 0 if reference is UNKNOWN_REFERENCE else reference_count(self.references.get(self.extractor, reference))
             except GanbenchError:
                 n_real = 0
-            rows += [row.failed(m, reference, n_real, n_fake, message) for m in self._wanted(reference, references)]
+            rows += [row.failed(m, reference, n_real, n_fake, message) for m in self.wanted(reference, references)]
         self.store.write_results(rows)
         return Outcome(rows, failed=True)
 
@@ -215,7 +215,7 @@ class Scorer:
             raise ConfigError(f"cannot tell the training dataset of this source ({dataset!r}); pass --reference DATASET:SPLIT")
         return [parse_reference(text) for text in default_references(dataset)]
 
-    def _wanted(self, reference: Reference, references: list[Reference]) -> list[str]:
+    def wanted(self, reference: Reference, references: list[Reference]) -> list[str]:
         """The metrics this source is scored on against `reference` (checked against the extractor up front). The
         memorization metrics need a training-split reference, C_T also the test split of its dataset beside it."""
         training = reference.kind == "dataset" and reference.split == "train"
@@ -245,14 +245,14 @@ class Scorer:
         """Metrics asked for by name that no reference of this source can give: one line, and the rest is computed."""
         if self.cfg.metrics is None:
             return
-        reachable = {m for r in references for m in self._wanted(r, references)}
+        reachable = {m for r in references for m in self.wanted(r, references)}
         missing = [m for m in self.cfg.metrics if m not in reachable]
         if missing:
             self.log(f"note {source.label}: {', '.join(missing)} not computed: the memorization metrics need a "
                      "DATASET:train[:N] reference, and data_copying_ct also DATASET:test beside it")
 
 
-class _RowMaker:
+class RowMaker:
     """Result rows of one source: its protocol per (metric, reference) and the run, time and version fields."""
 
     def __init__(self, scorer: Scorer, source: Source, sha: str, started: float):
@@ -289,7 +289,7 @@ class _RowMaker:
                          error=message, **self._common())
 
 
-def _metrics(real: FeatureSet | ReferenceStatistics, fake: FeatureSet, names: list[str], cfg: EvalConfig,
+def source_metrics(real: FeatureSet | ReferenceStatistics, fake: FeatureSet, names: list[str], cfg: EvalConfig,
              heldout: FeatureSet | None = None, device: str | None = None) -> dict:
     """Metric values against a reference's features, or against its statistics (FID, and the generated set's own).
     The maths runs on `device` (the sweep's: on a GPU the features go there once), with the CPU path's values."""
@@ -306,12 +306,12 @@ def _metrics(real: FeatureSet | ReferenceStatistics, fake: FeatureSet, names: li
     return {m: values[m] for m in names}
 
 
-def _reference_count(real: FeatureSet | ReferenceStatistics) -> int:
+def reference_count(real: FeatureSet | ReferenceStatistics) -> int:
     """Images behind a reference; 0 when a statistics file does not say."""
     return len(real) if isinstance(real, FeatureSet) else int(real.protocol.get("count") or 0)
 
 
-def _too_few(metric: str, n_real: int, n_fake: int) -> str | None:
+def too_few(metric: str, n_real: int, n_fake: int) -> str | None:
     """Why `metric` cannot be computed from these counts, or None. KID shrinks its subsets to the data."""
     need = 2 if metric == "kid" else METRICS[metric].min_samples
     if METRICS[metric].needs != "features":
