@@ -7,7 +7,8 @@ explicit `numpy.random.Generator`. The definitions follow the references the tes
 - `permutation_test`: the difference of means over every relabelling of the seeds when there are at most
   `max_exact` of them (C(6, 3) = 20 for 3 seeds against 3), else over random relabellings; the two-sided p-value is
   twice the smaller one-sided one, as `scipy.stats.permutation_test(permutation_type='independent')` defines it.
-  With 3 seeds against 3 it can never fall below 2/20 = 0.1: few seeds cannot show a difference this way.
+  With 3 seeds against 3 it can never fall below 2/20 = 0.1: few seeds cannot show a difference this way
+  (`smallest_permutation_p`; `permutation_seeds_for` the seeds it needs under Holm's correction).
 - `probability_of_improvement`: P(a random run of A is better than a random run of B), ties counting 1/2 (the
   Mann-Whitney U statistic over n_A n_B; Agarwal et al. 2021, rliable's `probability_of_improvement`), with a
   stratified bootstrap interval (A's and B's runs resampled separately).
@@ -116,6 +117,25 @@ def permutation_test(a: Sequence[float], b: Sequence[float], *, rng: np.random.G
     less = (np.count_nonzero(null <= observed + gamma) + adjustment) / count
     greater = (np.count_nonzero(null >= observed - gamma) + adjustment) / count
     return Permutation(float(min(1.0, 2 * min(less, greater))), len(null), adjustment == 0)
+
+
+def smallest_permutation_p(n_a: int, n_b: int, *, max_exact: int = MAX_EXACT, n_random: int = N_RANDOM) -> float:
+    """The smallest two-sided p `permutation_test` can give for n_a seeds against n_b, whatever the values: the
+    observed labelling alone in its tail (2 / C(n_a + n_b, n_a) when exact)."""
+    total = math.comb(n_a + n_b, n_a)
+    return min(1.0, 2 / total) if total <= max_exact else 2 / (n_random + 1)
+
+
+def permutation_seeds_for(pairs: int, *, alpha: float = 0.05) -> int | None:
+    """The fewest seeds per model (the same for every model) at which the permutation test, Holm-corrected over
+    `pairs` tests, can reach `alpha` at all: Holm's first step multiplies the smallest p by `pairs`. None when even
+    the random test's floor is too coarse."""
+    if pairs * 2 / (N_RANDOM + 1) > alpha:  # many seeds: the random test's floor
+        return None
+    n = 2
+    while pairs * smallest_permutation_p(n, n) > alpha:
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)

@@ -273,3 +273,17 @@ def test_models_sharing_a_rank_are_listed_best_mean_first(tmp_path, capsys):
     ranks = out.split("ranks:\n")[1].split("\n\n")[0].splitlines()[1:]
     listed = [line.split("/")[0] for line in ranks]
     assert listed == ["mmm", "zzz", "aaa"]  # means 156.7, 205, 400; fid: lower is better
+
+
+def test_a_table_whose_permutation_tests_cannot_reach_alpha_after_holm_says_so_and_how_many_seeds_would(tmp_path, capsys):
+    # three models of 3 seeds: 3 pairs, each permutation p >= 2/C(6, 3) = 0.1, so Holm's first step >= 0.3;
+    # 3 x 2/C(10, 5) = 0.024 <= 0.05 but 3 x 2/C(8, 4) = 0.086: 5 seeds per model
+    path = store(tmp_path, models(tmp_path, {"lsgan": [1.0, 2.0, 3.0], "wgan": [10.0, 11.0, 12.0], "hinge": C}))
+    code, out, _ = run(capsys, "--results", str(path))
+    assert code == 0
+    line = "the permutation test cannot separate any pair of this table: at these seed counts its p is at least 0.1, " \
+           "0.3 after Holm over 3 pairs, above alpha 0.05; 5 seeds per model would let it"
+    assert line in out
+    path = store(tmp_path / "two", models(tmp_path, {"lsgan": A, "wgan": B}))  # 4 vs 5: 2/C(9, 4) = 0.016
+    code, out, _ = run(capsys, "--results", str(path))
+    assert code == 0 and "cannot separate any pair" not in out

@@ -177,3 +177,20 @@ def test_identical_models_give_uniform_p_values_and_shifted_ones_are_detected():
     shifted = [compare.welch(rng.normal(30, 2, n), rng.normal(36, 2, n)).p for _ in range(reps)]
     # a 3-sd shift with 5 seeds each: power about 0.99 (seeds_needed says 4 suffice for 0.8)
     assert np.mean(np.array(shifted) < 0.05) > 0.9 and compare.seeds_needed(6.0, 2.0, 2.0) <= 5
+
+
+@pytest.mark.parametrize("na,nb", [(3, 3), (4, 5), (5, 5), (2, 6)])
+def test_smallest_permutation_p_is_what_perfectly_separated_seeds_reach(na, nb):
+    a, b = np.arange(na, dtype=float), 100.0 + np.arange(nb)  # every run of A below every run of B: the extreme
+    assert compare.smallest_permutation_p(na, nb) == pytest.approx(compare.permutation_test(a, b).p, rel=1e-12)
+    assert compare.smallest_permutation_p(na, nb) == pytest.approx(2 / math.comb(na + nb, na))
+
+
+def test_permutation_seeds_for_holm_is_the_fewest_balanced_seeds_whose_corrected_p_can_reach_alpha():
+    # 15 pairs (six models): 15 x 2/C(10, 5) = 0.119 > 0.05 at 5 seeds; 15 x 2/C(12, 6) = 0.032 at 6
+    assert compare.permutation_seeds_for(15, alpha=0.05) == 6
+    assert compare.permutation_seeds_for(1, alpha=0.05) == 4  # 2/C(6, 3) = 0.1, 2/C(8, 4) = 0.029
+    for m in (1, 3, 15, 45):
+        n = compare.permutation_seeds_for(m, alpha=0.05)
+        assert m * compare.smallest_permutation_p(n, n) <= 0.05 < m * compare.smallest_permutation_p(n - 1, n - 1)
+    assert compare.permutation_seeds_for(10_000, alpha=0.05) is None  # past the random test's floor, 2 / 100,000

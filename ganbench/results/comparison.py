@@ -352,7 +352,24 @@ def header_lines(c: TableComparison) -> list[str]:
         f"verdicts and ranks use the {test} test at alpha {alpha:g}; P(A>B): probability that a run of A beats a run "
         f"of B [95% stratified bootstrap]; seeds: per model for power {POWER:g} at this difference and spread "
         "(noncentral t)",
+        *_permutation_floor(c, alpha),
     ]
+
+
+def _permutation_floor(c: TableComparison, alpha: float) -> list[str]:
+    """A line when no pair can pass the Holm-corrected permutation test whatever the values: too few seeds."""
+    tested = [p for p in c.pairs if p.tested]
+    if not tested:
+        return []
+    floor = min(p.permutation_min_p for p in tested)
+    corrected = min(1.0, len(tested) * floor)  # Holm's first step
+    if corrected <= alpha:
+        return []
+    seeds = compare.permutation_seeds_for(len(tested), alpha=alpha)
+    pairs = f"{len(tested)} pair{'s' if len(tested) > 1 else ''}"
+    return [f"the permutation test cannot separate any pair of this table: at these seed counts its p is at least "
+            f"{floor:.3g}, {corrected:.3g} after Holm over {pairs}, above alpha {alpha:g}; "
+            + (f"{seeds} seeds per model would let it" if seeds is not None else "no seed count would let it")]
 
 
 def _pair_cells(p: Pair, names: dict[str, str]) -> list[str]:
