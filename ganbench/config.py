@@ -228,6 +228,8 @@ class EvalConfig:
 
         if not self.paths:
             raise ConfigError("nothing to evaluate: pass checkpoint files or folders, image folders or .npz files")
+        if self.generator is not None and not all(part.strip() for part in self.generator.partition(":")[::2]):
+            raise ConfigError(f"--generator expects module:callable, got {self.generator!r}")
         if self.cmmd_estimator not in ("unbiased", "biased"):
             raise ConfigError(f"--cmmd-estimator must be unbiased or biased, got {self.cmmd_estimator!r}")
         if self.num_samples < 2:

@@ -151,6 +151,19 @@ def check_generator_output(flat: torch.Tensor, low: float = -1.0, high: float = 
     raise SampleError(f"generator output spans [{lo:.4g}, {hi:.4g}], outside the expected [{low}, {high}]")
 
 
+def _forward(module: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """One batch through a generator, which may be a user's code: its failures are this source's, in one line."""
+    try:
+        images = module(z)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:
+        raise SampleError(f"generator failed: {type(exc).__name__}: {one_line(exc)}") from exc
+    if not isinstance(images, torch.Tensor):
+        raise SampleError(f"generator returned {type(images).__name__}, expected a tensor of images")
+    return images.float()
+
+
 @torch.no_grad()
 def generate(
     module: torch.nn.Module,
@@ -177,7 +190,7 @@ def generate(
         z = torch.randn(min(batch_size, num_samples - first), latent_dim, generator=noise_rng)
         if first < start:  # another rank's batch: draw its noise to keep the stream aligned, skip the module
             continue
-        images = module(z.to(device)).float()
+        images = _forward(module, z.to(device))
         check_generator_output(images)
         if images.ndim == 2:  # flattened 28x28 (the baseline's output)
             side = int(round(images.shape[1] ** 0.5))
@@ -219,10 +232,18 @@ def load_user_generator(spec: str, path: Path) -> tuple[torch.nn.Module, int]:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"--generator {spec}: cannot import it ({exc})") from exc
-    made = factory()
+    if not callable(factory):
+        raise ConfigError(f"--generator {spec} is {type(factory).__name__}, not a callable returning (nn.Module, latent_dim)")
+    try:
+        made = factory()
+    except Exception as exc:  # user code: any failure is this source's, in one line
+        raise ConfigError(f"--generator {spec}: calling it failed: {type(exc).__name__}: {one_line(exc)}") from exc
     if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module)):
         raise ConfigError(f"--generator {spec} must return (nn.Module, latent_dim), got {type(made).__name__}")
     module, latent_dim = made
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+        raise ConfigError(f"--generator {spec} must return (nn.Module, latent_dim) with latent_dim a positive integer, "
+                          f"got {latent_dim!r}")
     state = load_tensors(path, "state dict")
     if isinstance(state, dict) and "generator" in state and isinstance(state["generator"], dict):
         state = state["generator"]  # a ganbench-style checkpoint dict

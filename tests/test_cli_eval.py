@@ -66,6 +66,44 @@ def make():
 
 def make_nan():
     return Tiny(poison=True), 100
+
+
+class Broken(Tiny):
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+
+    def forward(self, z):
+        if self.how == "raises":
+            raise RuntimeError("boom inside user code")
+        return (super().forward(z),)  # a tuple, not a tensor
+
+
+def make_raising():
+    return Broken("raises"), 100
+
+
+def make_tuple():
+    return Broken("tuple"), 100
+
+
+def make_wrong_latent():
+    return Tiny(), 20  # the module takes 100
+
+
+def make_negative_latent():
+    return Tiny(), -1
+
+
+def make_fails():
+    raise ValueError("factory failed")
+
+
+def make_needs_arguments(size):
+    return Tiny(), size
+
+
+not_callable = 5
 '''
 
 
@@ -508,6 +546,40 @@ def test_nan_generator_output_is_a_failure_not_a_number(ws, tmp_path, user_gener
     rows = stored(results)
     assert rows and sorted(r["metric"] for r in rows) == sorted(ALL_METRICS)
     assert all(r["status"] == "failed" and r["value"] is None and "NaN" in r["error"] for r in rows)
+
+
+@pytest.mark.parametrize("factory,reason", [
+    ("make_raising", "generator failed: RuntimeError: boom inside user code"),
+    ("make_tuple", "generator returned tuple, expected a tensor of images"),
+    ("make_wrong_latent", "generator failed: RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
+    ("make_negative_latent", "must return (nn.Module, latent_dim) with latent_dim a positive integer, got -1"),
+    ("make_fails", "calling it failed: ValueError: factory failed"),
+    ("make_needs_arguments", "calling it failed: TypeError"),
+    ("not_callable", "is int, not a callable"),
+])
+def test_a_misbehaving_user_generator_fails_its_source_in_one_line_and_the_sweep_goes_on(
+        ws, tmp_path, user_generator, capsys, factory, reason):
+    results = tmp_path / "r.sqlite"
+    second = tmp_path / "my_g2.pt"
+    shutil.copy(user_generator, second)
+    torch.save({**torch.load(second), "linear.bias": torch.zeros(784)}, second)  # other bytes, another source
+    args = eval_args(ws, results, user_generator, second, extra=("--generator", f"{USER_MODULE}:{factory}",
+                                                                 "--metrics", "fid"))
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    failed = ganbench_lines(err, "FAILED")
+    assert len(failed) == 2 and all(reason in line for line in failed), err
+    rows = stored(results)
+    assert len(rows) == 2 and all(r["status"] == "failed" and reason in r["error"] for r in rows)
+
+
+def test_a_malformed_generator_spec_is_an_option_error_before_any_work(ws, tmp_path, user_generator, capsys):
+    results = tmp_path / "r.sqlite"
+    assert main(eval_args(ws, results, user_generator, extra=("--generator", "notacolon"))) == 2
+    _, err = capsys.readouterr()
+    assert err.strip().count("\n") == 0 and "--generator expects module:callable, got 'notacolon'" in err
+    assert not results.exists()
 
 
 # -- 9. image folders and .npz -----------------------------------------------------------------------------------------
