@@ -38,6 +38,8 @@ from ganbench.samples import (
     source_sha256,
 )
 
+UNREACHABLE = ("the memorization metrics need a DATASET:train[:N] reference, and data_copying_ct also the whole "
+               "DATASET:test beside it")
 UNKNOWN_REFERENCE = Reference("unknown:test")  # the failed rows of a checkpoint too broken to name its dataset
 
 
@@ -155,8 +157,8 @@ class Scorer:
                 todo.append((reference, real, [m for m in possible if m not in done], heldout))
 
         if not computable_or_stored and not failed:
-            failed = True
             self.log(f"FAILED {source.label}: no metric can be computed from {loaded.count} sample(s)")
+            return Outcome(failed=True)  # nothing to store; it is no 'already stored' skip
         if not todo and not rows:
             self.log(f"skip {source.label}: its {self.extractor.name} results are already in {self.cfg.results} "
                      "(--force recomputes)")
@@ -241,6 +243,14 @@ class Scorer:
     def _heldouts(self, references: list[Reference]) -> dict[str, str]:
         return {r.name: held.name for r in references if (held := self._heldout(r, references)) is not None}
 
+    def check_reachable(self) -> None:
+        """Metrics asked for by name of which no given reference can give any: an option error, before any source."""
+        if self.cfg.metrics is None or not self.given:
+            return
+        if not any(self.wanted(r, self.given) for r in self.given):
+            raise ConfigError(f"--metrics {', '.join(self.cfg.metrics)}: none can be computed against --reference "
+                              f"{', '.join(r.name for r in self.given)}: {UNREACHABLE}")
+
     def _note_unreachable(self, source: Source, references: list[Reference]) -> None:
         """Metrics asked for by name that no reference of this source can give: one line, and the rest is computed."""
         if self.cfg.metrics is None:
@@ -248,8 +258,7 @@ class Scorer:
         reachable = {m for r in references for m in self.wanted(r, references)}
         missing = [m for m in self.cfg.metrics if m not in reachable]
         if missing:
-            self.log(f"note {source.label}: {', '.join(missing)} not computed: the memorization metrics need a "
-                     "DATASET:train[:N] reference, and data_copying_ct also DATASET:test beside it")
+            self.log(f"note {source.label}: {', '.join(missing)} not computed: {UNREACHABLE}")
 
 
 class RowMaker:

@@ -80,6 +80,7 @@ class Sweep:
                 extractor = world.main_first(lambda options=options, name=extractor_name: build_extractor(name, **options))
                 if cfg.metrics is not None:
                     check_metrics(cfg.metrics, extractor_shape(extractor))  # an option error, before any source
+                    Scorer(cfg, extractor, self.given, references, store, self.device, None, self.log).check_reachable()
                 if self.shared and not world.is_main:
                     self._serve_features(extractor, sources)
                     continue

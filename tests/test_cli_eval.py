@@ -574,6 +574,23 @@ def test_a_misbehaving_user_generator_fails_its_source_in_one_line_and_the_sweep
     assert len(rows) == 2 and all(r["status"] == "failed" and reason in r["error"] for r in rows)
 
 
+@pytest.mark.parametrize("metrics,references", [
+    ("data_copying_ct", ("fashion-mnist:test",)),
+    ("authenticity,mifid", ("fashion-mnist:test",)),
+    ("data_copying_ct", ("fashion-mnist:test:32", "fashion-mnist:train:50")),  # C_T needs the whole test split
+])
+def test_metrics_no_given_reference_can_give_are_an_option_error_before_any_work(ws, tmp_path, capsys, metrics,
+                                                                                   references):
+    # it printed FAILED, then 'skip ...: already in the store', stored nothing and exited 0
+    results = tmp_path / "r.sqlite"
+    refs = [a for r in references for a in ("--reference", r)]
+    assert main(eval_args(ws, results, ws.checkpoints[-1], extra=("--metrics", metrics, *refs))) == 2
+    _, err = capsys.readouterr()
+    assert err.strip().count("\n") == 0, err
+    assert f"--metrics {metrics.replace(',', ', ')}: none can be computed against --reference" in err
+    assert "DATASET:train[:N]" in err and (not results.exists() or not stored(results))
+
+
 def test_a_malformed_generator_spec_is_an_option_error_before_any_work(ws, tmp_path, user_generator, capsys):
     results = tmp_path / "r.sqlite"
     assert main(eval_args(ws, results, user_generator, extra=("--generator", "notacolon"))) == 2
