@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
@@ -33,7 +34,7 @@ import torch
 from conftest import make_idx_split
 
 from ganbench.cli import main
-from ganbench.results import ResultsStore
+from ganbench.results import Protocol, ResultRow, ResultsStore, RunInfo
 from ganbench.samples import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -589,6 +590,44 @@ def test_metrics_no_given_reference_can_give_are_an_option_error_before_any_work
     assert err.strip().count("\n") == 0, err
     assert f"--metrics {metrics.replace(',', ', ')}: none can be computed against --reference" in err
     assert "DATASET:train[:N]" in err and (not results.exists() or not stored(results))
+
+
+def test_a_reader_that_closes_the_pipe_early_loses_no_source(ws, tmp_path):
+    # `ganbench eval ... --format json | head -1` stopped the sweep at the first source with "Broken pipe", exit 2
+    results = tmp_path / "r.sqlite"
+    args = eval_args(ws, results, *ws.checkpoints, extra=("--format", "json", "--metrics", "fid,kid"))
+    process = subprocess.Popen([sys.executable, "-m", "ganbench", *args], env=subprocess_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.readline()
+    process.stdout.close()  # as `head -1` does
+    _, err = process.communicate(timeout=600)
+    assert json.loads(first)["metric"] in ("fid", "kid")
+    assert process.returncode == 0 and b"Broken pipe" not in err and b"Traceback" not in err, err
+    assert len(stored(results)) == 2 * len(ws.checkpoints) == 6
+
+
+def test_report_and_compare_into_a_closed_pipe_exit_quietly(tmp_path):
+    store = tmp_path / "r.sqlite"
+    rows = []
+    for model, values in {"lsgan": [1.0, 2.0, 3.0], "hinge": [5.0, 6.0, 7.5]}.items():
+        for seed, value in enumerate(values):
+            path = tmp_path / model / "fashion-mnist" / f"seed{seed}" / "epoch_0001.pt"
+            protocol = Protocol(extractor=EXTRACTOR, weights_sha256="ab" * 32, preprocessing="lenet-28-gray-unit",
+                                n_generated=100, n_reference=100, reference_name="fashion-mnist:test",
+                                reference_split="test", seed=0, metric_protocol_version=1)
+            rows.append(ResultRow(metric="fid", protocol=protocol, source_path=str(path),
+                                  source_sha256=hashlib.sha256(str(path).encode()).hexdigest(), value=value,
+                                  run=RunInfo(kind="baseline", dataset="fashion-mnist", seed=seed, epoch=1, step=1)))
+    with ResultsStore(store) as s:
+        s.write_results(rows)
+    for argv in (["report", "--results", str(store), "--out", str(tmp_path / "rep"), "--format", "csv", "--no-plots"],
+                 ["compare", "--results", str(store), "--format", "csv"]):
+        process = subprocess.Popen([sys.executable, "-m", "ganbench", *argv], env=subprocess_env(),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        process.stdout.close()  # the reader is gone before the first byte
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 141 and err.strip() == b"", (argv[0], err)  # 128 + SIGPIPE, silent, as `git log | head`
+    assert (tmp_path / "rep" / "leaderboard.csv").is_file()
 
 
 def test_a_malformed_generator_spec_is_an_option_error_before_any_work(ws, tmp_path, user_generator, capsys):

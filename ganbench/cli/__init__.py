@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 
 from ganbench import __version__
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except GanbenchError as exc:
         print(f"ganbench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout left (`| head`): finished work is kept; exit as SIGPIPE would
+        silence_stdout()
+        return 141
     except OSError as exc:
         print(f"ganbench: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
@@ -80,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         print("ganbench: interrupted; finished work is saved (train: rerun with --resume; eval: rerun the same command)",
               file=sys.stderr)
         return 130
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null after its reader left, so that later writes and the interpreter's last flush do
+    not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 
+from ganbench.cli import silence_stdout
 from ganbench.cli.options import add_extractor_flags, parse_extractors
 from ganbench.config import DISTRIBUTE, FORMATS, EvalConfig
 from ganbench.metrics.registry import METRICS
@@ -113,18 +115,26 @@ def _sweep(cfg: EvalConfig, group) -> int:
     from ganbench.sweep import Sweep
 
     printed: list[dict] = []
-    writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, lineterminator="\n") if cfg.format == "csv" else None
-    if writer is not None and group.is_main:  # only the main rank prints results
-        writer.writeheader()
+
+    def write(text: str) -> None:
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader left (`| head`); the store is the product: every source is still scored
+            silence_stdout()
+
+    if cfg.format == "csv" and group.is_main:  # only the main rank prints results
+        write(",".join(COLUMNS) + "\n")
 
     def emit(result: dict) -> None:
-        if cfg.format == "json":
-            print(json.dumps(result), flush=True)
-        elif writer is not None:
-            writer.writerow(result)
-            sys.stdout.flush()
-        else:
+        if cfg.format == "table":
             printed.append(result)
+        elif cfg.format == "csv":
+            line = io.StringIO()
+            csv.DictWriter(line, fieldnames=COLUMNS, lineterminator="\n").writerow(result)
+            write(line.getvalue())
+        else:
+            write(json.dumps(result) + "\n")
 
     failed = Sweep(cfg, emit, group=group).run()
     if cfg.format == "table" and printed:
