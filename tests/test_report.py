@@ -264,6 +264,47 @@ def test_filters_select_datasets_metrics_and_protocols(tmp_path, capsys):
     assert f"protocol {pid}" in capsys.readouterr().out
 
 
+def test_reading_an_empty_file_as_a_store_leaves_it_untouched(tmp_path, capsys):
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    assert main(["report", "--results", str(empty), "--out", str(tmp_path / "out"), "--no-plots"]) == 2
+    assert f"{empty} holds no results yet" in capsys.readouterr().err
+    assert empty.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["empty.sqlite"]
+
+
+def test_a_store_on_a_read_only_folder_is_reported_and_compared(tmp_path):
+    # report and compare only read, yet a store they could read but not write beside (a read-only mount, a shared
+    # folder) was "cannot be read as a results store (unable to open database file)"
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="ganbench-ro-"))  # under /tmp: another user can reach it, unlike tmp_path
+    try:
+        rows = [row(folder / "runs" / m, "fid", v + s, seed=s) for m, v in (("a", 1.0), ("b", 9.0)) for s in (0, 1, 2)]
+        store = write(folder / "r.sqlite", rows)
+        out = folder / "out"
+        out.mkdir()
+        out.chmod(0o777)
+        store.chmod(0o444)
+        folder.chmod(0o555)
+        prefix = []
+        if os.geteuid() == 0:  # root writes through any mode: drop the capabilities that let it
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv: cannot make a folder read-only to this process")
+            prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        for argv in (["report", "--results", str(store), "--out", str(out / "rep"), "--no-plots"],
+                     ["compare", "--results", str(store)]):
+            done = subprocess.run([*prefix, sys.executable, "-m", "ganbench", *argv], env=env, capture_output=True,
+                                  text=True, timeout=600)
+            assert done.returncode == 0, (argv[0], done.stderr)
+        assert (out / "rep" / "leaderboard.csv").is_file()
+        assert sorted(p.name for p in folder.iterdir()) == ["out", "r.sqlite"]  # nothing written beside the store
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # -- bad input ------------------------------------------------------------------------------------------------------
 
 

@@ -75,7 +75,7 @@ class ReportConfig:
 
 def load_results(path: str | Path) -> pd.DataFrame:
     """The store as a tidy frame; a missing, foreign, newer or empty store is a one-line error."""
-    with ResultsStore(path, create=False) as store:
+    with ResultsStore(path, read_only=True) as store:
         frame = store.to_dataframe()
     if frame.empty:
         raise ResultsStoreError(f"{path} holds no results yet; run `ganbench eval CHECKPOINTS --results {path}` first")

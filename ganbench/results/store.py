@@ -85,12 +85,19 @@ def _statements(script: str) -> Iterator[str]:
 class ResultsStore:
     """An open results file. Use as a context manager, or call `close()`.
 
-    `create=False` is for readers: a missing file is an error instead of a new empty store.
+    `create=False` is for readers: a missing file is an error instead of a new empty store. `read_only=True`
+    (report, compare) opens it for reading only, so that a store on a read-only mount or in a folder this user
+    cannot write is still read: SQLite's read-only mode, and when even that needs to write beside the file (a WAL
+    store's shared-memory index), as an immutable file (the writers' lock is not taken: a report made while
+    `ganbench eval` writes may miss that run's last rows, never a committed row of an earlier one).
     Not shared between threads or processes: open one store per process (connections do not survive fork).
     """
 
-    def __init__(self, path: str | Path = DEFAULT_RESULTS_PATH, *, create: bool = True, lock_timeout_s: float = 60.0):
+    def __init__(self, path: str | Path = DEFAULT_RESULTS_PATH, *, create: bool = True, lock_timeout_s: float = 60.0,
+                 read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
+        create = create and not read_only
         self.lock_timeout_s = float(lock_timeout_s)
         if self.path.is_dir():
             example = self.path / "ganbench.sqlite"
@@ -102,16 +109,31 @@ class ResultsStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ResultsStoreError(f"{self.path}: cannot create its folder ({exc}); pass a writable --results path") from exc
+        self._conn: sqlite3.Connection | None = None
+        for mode in ("ro", "immutable") if read_only else ("rw",):
+            self.close()
+            try:
+                self._conn = self._connect(mode)
+                self._retry_locked(self._prepare)
+                break
+            except ResultsStoreError as exc:
+                if mode != "ro" or "unable to open" not in str(exc) and "readonly" not in str(exc):
+                    self.close()
+                    raise
+            except BaseException:
+                self.close()
+                raise
+
+    def _connect(self, mode: str) -> sqlite3.Connection:
+        """isolation_level=None: no implicit transactions; every write goes through transaction()."""
+        uri = {"ro": "?mode=ro", "immutable": "?immutable=1"}.get(mode)
         try:
-            # isolation_level=None: no implicit transactions; every write goes through transaction().
-            self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, timeout=self.lock_timeout_s, isolation_level=None)
+            if uri is None:
+                return sqlite3.connect(self.path, timeout=self.lock_timeout_s, isolation_level=None)
+            return sqlite3.connect(f"{self.path.resolve().as_uri()}{uri}", uri=True, timeout=self.lock_timeout_s,
+                                   isolation_level=None)
         except sqlite3.Error as exc:
             raise ResultsStoreError(f"{self.path}: cannot open ({exc}); pass a readable --results path") from exc
-        try:
-            self._retry_locked(self._prepare)
-        except BaseException:
-            self.close()
-            raise
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -120,6 +142,9 @@ class ResultsStore:
         conn = self._connection
         try:
             version, app_id, tables = self._header()
+            if app_id == 0 and version == 0 and tables == 0 and self.read_only:
+                raise ResultsStoreError(f"{self.path} holds no results yet; run `ganbench eval CHECKPOINTS --results "
+                                        f"{self.path}` first")
             if app_id == 0 and version == 0 and tables == 0:
                 conn.execute("PRAGMA journal_mode = WAL")  # persistent in the file; must be set outside a transaction
                 self._create_schema()
@@ -137,9 +162,10 @@ class ResultsStore:
             problems = [text for (text,) in conn.execute("PRAGMA quick_check").fetchall() if text != "ok"]
             if problems:
                 raise _corrupt(self.path, "; ".join(problems))
-            conn.execute("PRAGMA journal_mode = WAL")  # a no-op unless the file was copied out of WAL mode
-            # FULL: a committed checkpoint survives power loss too; one fsync per checkpoint is nothing next to evaluation.
-            conn.execute("PRAGMA synchronous = FULL")
+            if not self.read_only:
+                conn.execute("PRAGMA journal_mode = WAL")  # a no-op unless the file was copied out of WAL mode
+                # FULL: a committed checkpoint survives power loss too; one fsync per checkpoint is nothing next to evaluation.
+                conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.DatabaseError as exc:
             if _is_lock_error(exc):
                 raise  # retried by the caller
