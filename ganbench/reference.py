@@ -48,6 +48,9 @@ class Reference:
 
 
 def parse_reference(text: str) -> Reference:
+    if not text.strip():  # Path("") is the current folder: never read it as images unasked
+        raise ConfigError(f"--reference {text!r}: expected DATASET:SPLIT[:N] "
+                          f"({', '.join(f'{d}:test' for d in DATASETS)}), a folder of images or an .npz")
     dataset, sep, rest = text.partition(":")
     if sep and dataset in DATASETS:
         split, _, count = rest.partition(":")

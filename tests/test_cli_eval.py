@@ -717,6 +717,8 @@ def test_format_csv_prints_a_header_and_one_row_per_result(ws, tmp_path, capsys)
         ("unknown-split", r"--reference fashion-mnist:val: unknown split 'val'"),
         ("missing-reference", r"--reference .*nowhere: expected DATASET:SPLIT"),
         ("bad-subset", r"--reference fashion-mnist:train:1: the subset size must be an integer >= 2"),
+        ("empty-reference", r"--reference '': expected DATASET:SPLIT"),  # it read the current folder as images
+        ("empty-metrics", r"--metrics ' ': name at least one metric"),  # it meant every metric
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_store(ws, tmp_path, capsys, case, pattern):
@@ -740,6 +742,10 @@ def test_bad_input_is_one_line_exit_2_and_no_store(ws, tmp_path, capsys, case, p
         extra = ["--reference", str(tmp_path / "nowhere")]
     elif case == "bad-subset":
         extra = ["--reference", "fashion-mnist:train:1"]
+    elif case == "empty-reference":
+        extra = ["--reference", ""]
+    elif case == "empty-metrics":
+        extra = ["--metrics", " "]
     capsys.readouterr()
     assert main(eval_args(ws, results, *paths, extra=tuple(extra), default_references=case == "folder-without-reference")) == 2
     captured = capsys.readouterr()

@@ -11,6 +11,7 @@ import sys
 from ganbench.cli import silence_stdout
 from ganbench.cli.options import add_extractor_flags, parse_extractors
 from ganbench.config import DISTRIBUTE, FORMATS, EvalConfig
+from ganbench.errors import ConfigError
 from ganbench.metrics.registry import METRICS
 
 EPILOG = """\
@@ -84,7 +85,10 @@ def add_parser(subparsers) -> None:
 
 
 def config_from_args(args) -> EvalConfig:
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None
+    metrics = None if args.metrics is None else tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    if metrics == ():
+        raise ConfigError(f"--metrics {args.metrics!r}: name at least one metric, e.g. fid,kid (leave --metrics out "
+                          "for every metric that applies)")
     return EvalConfig(
         paths=tuple(args.paths), generator=args.generator, references=tuple(args.reference or ()),
         num_samples=args.num_samples, extractors=tuple(parse_extractors(args.extractor, metrics)),
