@@ -287,3 +287,16 @@ def test_a_table_whose_permutation_tests_cannot_reach_alpha_after_holm_says_so_a
     path = store(tmp_path / "two", models(tmp_path, {"lsgan": A, "wgan": B}))  # 4 vs 5: 2/C(9, 4) = 0.016
     code, out, _ = run(capsys, "--results", str(path))
     assert code == 0 and "cannot separate any pair" not in out
+
+
+def test_a_selection_reference_that_matches_nothing_is_refused_in_one_line(tmp_path, capsys):
+    # it printed "best: ... on nosuch, reported on ..." over the selection reference's own numbers, exit 0
+    rows = models(tmp_path, {"lsgan": A, "wgan": B})
+    rows += [row(tmp_path, m, seed, 30.0, reference=SELECT) for m, xs in (("lsgan", A), ("wgan", B)) for seed in range(len(xs))]
+    path = store(tmp_path, rows)
+    code, out, err = run(capsys, "--results", str(path), "--rule", "best", "--select-on", "nosuch")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert f"--select-on nosuch matches no results; references in the store: {TEST}, {SELECT}" in err
+    out_dir = tmp_path / "out"
+    assert main(["report", "--results", str(path), "--out", str(out_dir), "--select-on", "nosuch:ref", "--no-plots"]) == 2
+    assert "--select-on nosuch:ref matches no results" in capsys.readouterr().err and not out_dir.exists()

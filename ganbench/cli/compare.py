@@ -82,7 +82,8 @@ def run(args) -> int:
     cfg = comparison.CompareConfig(groups=tuple(args.groups), metric=args.metric, rule=args.rule, alpha=args.alpha,
                                    test=args.test, select_metric=args.select_metric, select_on=args.select_on)
     frame = filter_results(load_results(args.results), ReportConfig(
-        results=args.results, datasets=_names(args.dataset), metrics=(cfg.metric,), protocols=_names(args.protocol)))
+        results=args.results, datasets=_names(args.dataset), metrics=(cfg.metric,), protocols=_names(args.protocol),
+        select_on=cfg.select_on))
     found = comparison.build_comparisons(frame, cfg)
     names = display_names([c.table for c in found])
     if args.format == "csv":

@@ -101,6 +101,9 @@ def filter_results(frame: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
         # keep the selection rows of the groups and extractors that matched, so best checkpoints can still be chosen
         out = out[keep.fillna(False).astype(bool) | (out["group"].isin(matched["group"]) &
                                                      out["extractor"].isin(matched["extractor"]))]
+    if cfg.select_on is not None and not (out["reference_name"] == cfg.select_on).any():
+        have = ", ".join(sorted(set(out["reference_name"].dropna()))) or "none"
+        raise ConfigError(f"--select-on {cfg.select_on} matches no results; references in the store: {have}")
     if cfg.metrics and not out["metric"].isin(cfg.metrics).any():
         raise ConfigError(f"--metric {','.join(cfg.metrics)} matches no results; metrics in the store: "
                           f"{', '.join(metric_order(out['metric'].unique()))}")
