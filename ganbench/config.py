@@ -7,6 +7,7 @@ consistency check is here, so a config that exists is a config that can run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shlex
 import tempfile
@@ -47,8 +48,8 @@ def _check_training_run(cfg: BaselineConfig | ClassifierConfig) -> None:
             "lower --batch-size or raise --max-train-images"
         )
     check_seed(cfg.seed)
-    if not cfg.lr > 0:
-        raise ConfigError(f"learning rate must be positive, got {cfg.lr}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ConfigError(f"--lr must be a positive finite number, got {cfg.lr}")
     if cfg.device not in DEVICES:
         raise ConfigError(f"unknown device {cfg.device!r}; expected one of {', '.join(DEVICES)} (--device)")
 

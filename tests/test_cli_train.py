@@ -63,6 +63,8 @@ def test_betas_option_reaches_the_optimiser(tiny_data_root, tmp_path):
         (["--betas", "0.5"], r"argument --betas: expected two numbers like 0.5,0.999"),
         (["--seed", str(2**63)], r"--seed must be below 2\*\*63 \(seeds are signed 64-bit integers\), got 9223372036854775808"),
         (["--seeds", f"0,{10**20}"], r"--seed must be below 2\*\*63 .*got 100000000000000000000"),
+        (["--seed", "0", "--seeds", "1,2"], r"argument --seeds: not allowed with argument --seed"),  # --seed 0 was ignored
+        (["--seeds", "0,,1"], r"argument --seeds: expected comma-separated integers like 0,1,2, got '0,,1'"),
     ],
 )
 def test_bad_values_are_one_line_errors_and_write_nothing(tiny_data_root, tmp_path, capsys, extra, pattern):

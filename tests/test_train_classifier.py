@@ -81,6 +81,8 @@ def test_default_out_is_the_user_cache(tmp_path, monkeypatch):
         (["--max-train-images", "32"], r"--batch-size 128 is larger than --max-train-images 32; lower --batch-size"),
         (["--epochs", "two"], r"argument --epochs: invalid int value: 'two'"),
         (["--dataset", "cifar10"], r"argument --dataset: invalid choice: 'cifar10'"),
+        (["--lr", "inf"], r"--lr must be a positive finite number, got inf"),  # it trained to NaN weights, exit 0
+        (["--lr", "nan"], r"--lr must be a positive finite number, got nan"),
     ],
 )
 def test_bad_values_are_one_line_and_exit_2(extra, pattern, tmp_path, capsys):
@@ -95,7 +97,7 @@ def test_bad_values_are_one_line_and_exit_2(extra, pattern, tmp_path, capsys):
 def test_config_validates_in_one_place():
     with pytest.raises(ConfigError, match=r"unknown device 'tpu'; expected one of auto, cpu, cuda \(--device\)"):
         ClassifierConfig(device="tpu")
-    with pytest.raises(ConfigError, match=r"learning rate must be positive, got 0"):
+    with pytest.raises(ConfigError, match=r"--lr must be a positive finite number, got 0"):
         ClassifierConfig(lr=0)
 
 

@@ -35,7 +35,7 @@ outputs, under OUT/<model>/<dataset>/seed<k>/ (OUT/baseline/... for the specifie
 
 def _seed_list(text: str) -> list[int]:
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in text.split(",")]  # an empty part ("0,,1") is an error, not skipped
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,1,2, got {text!r}") from None
     if not seeds:
@@ -83,7 +83,8 @@ def _add_model_parser(kinds, spec) -> None:
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs to train (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step (default: %(default)s)")
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=defaults.seed, help="random seed of the run (default: %(default)s)")
+    # default None: argparse lets an exclusive option through when its value is the default (--seed 0 --seeds 1,2)
+    seeds.add_argument("--seed", type=int, default=None, help=f"random seed of the run (default: {defaults.seed})")
     seeds.add_argument("--seeds", type=_seed_list, metavar="S,S,...", help="several runs in one call, e.g. 0,1,2")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="train the --seeds in N worker processes at once (several on one GPU, which one small run leaves "
@@ -141,7 +142,7 @@ def _add_eval_flags(p) -> None:
 
 
 def configs_from_args(args) -> list[BaselineConfig]:
-    seeds = args.seeds if args.seeds is not None else [args.seed]
+    seeds = args.seeds if args.seeds is not None else [BaselineConfig.seed if args.seed is None else args.seed]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds lists a seed twice: {','.join(map(str, seeds))}")
     shared = dict(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, betas=args.betas,
