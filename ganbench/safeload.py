@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ganbench.errors import CheckpointError, one_line
+from ganbench.errors import CheckpointError
 
 # Sentences of torch's refusal that give advice rather than the reason; their wording changes between versions.
 _ADVICE = re.compile(r"weights.only|re-?run|safe_globals|allowlist|documentation|trusted|load failed|PyTorch \d|option",
@@ -46,10 +46,14 @@ def load_tensors(path: Path, what: str, map_location: str | torch.device = "cpu"
             f"{what} {path} is corrupt or not a plain-tensor file; refused without unpickling it ({detail[:160]})"
         ) from exc
     except Exception as exc:  # corrupt bytes reach torch's parsers, which raise many types
-        detail = _unpickler_detail(one_line(exc, limit=None))[:160]
-        if not isinstance(exc, _SELF_DESCRIBING):
-            detail = f"{type(exc).__name__} {detail}"
-        raise CheckpointError(f"{what} {path} is corrupt or truncated ({detail})") from exc
+        raise CheckpointError(f"{what} {path} is corrupt or truncated ({load_error_detail(exc)})") from exc
+
+
+def load_error_detail(exc: BaseException, limit: int = 160) -> str:
+    """Why torch.load refused a file, on one line: the reason without torch's advice, its type named unless the
+    message says enough by itself."""
+    detail = _unpickler_detail(str(exc))[:limit]
+    return detail if isinstance(exc, _SELF_DESCRIBING) else f"{type(exc).__name__}: {detail}"
 
 
 def _unpickler_detail(message: str) -> str:

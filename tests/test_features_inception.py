@@ -347,6 +347,11 @@ def test_files_that_are_not_the_weights_are_refused(tmp_path):
     torch.save({"weight": _RunsCodeWhenUnpickled()}, tmp_path / "code.pth")
     with pytest.raises(DataUnavailableError, match="code.pth is not a loadable weights-only tensor file .*UnpicklingError"):
         inc.build_inception(tmp_path / "code.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"garbage")  # an unpickler refusal: torch's five lines of advice
+    with pytest.raises(DataUnavailableError) as refused:
+        inc.build_inception(tmp_path / "garbage.pth")
+    message = str(refused.value)
+    assert "\n" not in message and "Unsupported operand" in message and "PyTorch 2.6" not in message, message
     assert not UNSAFE_LOADED  # loaded with weights_only=True: the pickled call never ran
     torch.save([torch.zeros(1)], tmp_path / "list.pth")
     with pytest.raises(DataUnavailableError, match="list.pth holds a list, not a state dict of tensors"):

@@ -56,9 +56,9 @@ def test_truncated_and_bit_flipped_torch_files_load_or_raise_checkpoint_error(tm
 
 
 def test_the_two_known_escapes_are_reported_as_corrupt(tmp_path):
-    with pytest.raises(CheckpointError, match=r"junk\.pt is corrupt or truncated \(KeyError \d+\)$"):
+    with pytest.raises(CheckpointError, match=r"junk\.pt is corrupt or truncated \(KeyError: \d+\)$"):
         load_tensors(_write(tmp_path / "junk.pt", b"junk\n"), "checkpoint")
-    with pytest.raises(CheckpointError, match=r"dot\.pt is corrupt or truncated \(IndexError pop from empty list\)$"):
+    with pytest.raises(CheckpointError, match=r"dot\.pt is corrupt or truncated \(IndexError: pop from empty list\)$"):
         load_tensors(_write(tmp_path / "dot.pt", b"."), "checkpoint")
 
 

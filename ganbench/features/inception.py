@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from ganbench.errors import ConfigError, DataUnavailableError
 from ganbench.features.base import ExtractorOutput, FeatureExtractor
+from ganbench.safeload import load_error_detail
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's name, in <torch hub dir>/checkpoints
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
@@ -234,7 +235,7 @@ def load_inception_network(path: Path) -> tuple[torch.nn.Module, str]:
         state_dict = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types (UnpicklingError, RuntimeError, EOFError, ...)
         raise DataUnavailableError(
-            f"{path} is not a loadable weights-only tensor file ({type(error).__name__}: {error}); "
+            f"{path} is not a loadable weights-only tensor file ({load_error_detail(error)}); "
             f"expected the FID Inception weights {WEIGHTS_FILE} from {WEIGHTS_URL}"
         ) from error
     del raw

@@ -26,6 +26,7 @@ import torch
 
 from ganbench.errors import ConfigError, DataUnavailableError, one_line
 from ganbench.features.base import ExtractorOutput, FeatureExtractor
+from ganbench.safeload import load_error_detail
 
 WEIGHTS_FILE = "vgg16-397923af.pth"  # torchvision's VGG16_Weights.IMAGENET1K_V1, in <torch hub dir>/checkpoints
 WEIGHTS_URL = f"https://download.pytorch.org/models/{WEIGHTS_FILE}"
@@ -168,7 +169,7 @@ def load_vgg16_network(path: Path) -> tuple[torch.nn.Module, str]:
     try:
         state_dict = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types (UnpicklingError, RuntimeError, EOFError, ...)
-        raise DataUnavailableError(f"{path} is not a loadable weights-only tensor file ({one_line(error)}); "
+        raise DataUnavailableError(f"{path} is not a loadable weights-only tensor file ({load_error_detail(error)}); "
                                    f"{expected}") from error
     del raw
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
