@@ -142,6 +142,9 @@ def evaluate(
     The other options are `ganbench eval`'s flags of the same names. Raises GanbenchError (one line) on bad input.
     """
     started = time.perf_counter()
+    _check_types(reference=reference, extractor=extractor, metrics=metrics, num_samples=num_samples, seed=seed,
+                 batch_size=batch_size, bootstrap=bootstrap, store=store, cache_dir=cache_dir, data_root=data_root,
+                 inception_weights=inception_weights, device=device, precision=precision, preprocessing=preprocessing)
     cfg = EvalConfig(
         paths=(_label(source),), references=(str(reference),), num_samples=num_samples, extractors=(extractor,),
         inception_weights=None if inception_weights is None else str(inception_weights), preprocessing=preprocessing,
@@ -210,6 +213,30 @@ def evaluate(
             results.write_results(made)
     scores = tuple(Score(r.metric, r.value, r.std, r.ci_low, r.ci_high, r.protocol) for r in made)
     return Evaluation(cfg.paths[0], sha, scores, tuple(notes))
+
+
+def _check_types(**options) -> None:
+    """Wrong types are one-line ConfigErrors here, not TypeErrors from deep inside (or silent: True is not 1)."""
+    for name in ("num_samples", "seed", "batch_size", "bootstrap"):
+        value = options[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
+    for name in ("store", "cache_dir", "data_root", "inception_weights"):
+        if options[name] is not None and not isinstance(options[name], str | Path):
+            raise ConfigError(f"{name}: expected a path or None, got {type(options[name]).__name__}")
+    for name in ("device", "precision", "preprocessing"):
+        if not isinstance(options[name], str):
+            raise ConfigError(f"{name}: expected a string, got {type(options[name]).__name__}")
+    if not isinstance(options["extractor"], str):
+        raise ConfigError(f"extractor: expected one extractor name, got {type(options['extractor']).__name__} "
+                          "(evaluate one extractor per call)")
+    metrics = options["metrics"]
+    if not (metrics is None or isinstance(metrics, str)
+            or isinstance(metrics, Sequence) and all(isinstance(m, str) for m in metrics)):
+        raise ConfigError(f"metrics: expected a name, a list of names or None, got {type(metrics).__name__}")
+    if not isinstance(options["reference"], str | Path):
+        raise ConfigError("reference: expected DATASET:SPLIT[:N], a folder or an .npz path, got "
+                          f"{type(options['reference']).__name__}")
 
 
 # -- sources --------------------------------------------------------------------------------------------------------

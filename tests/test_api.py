@@ -148,6 +148,14 @@ def test_ganbench_evaluate_is_the_function_even_after_the_cli_modules_are_import
     assert ganbench.evaluate is evaluate, "a submodule named evaluate would shadow the function once imported"
 
 
+def test_the_readmes_public_names_import_from_ganbench_and_are_listed():
+    import ganbench
+    from ganbench.errors import GanbenchError as Defined
+
+    assert ganbench.GanbenchError is Defined  # what every bad option raises: catchable without knowing ganbench.errors
+    assert {"evaluate", "Evaluation", "GanbenchMetric", "GanbenchError"} <= set(dir(ganbench))
+
+
 # -- the result ------------------------------------------------------------------------------------------------------------
 
 
@@ -219,6 +227,16 @@ def test_the_readme_example_runs(base, tmp_path, monkeypatch):
          r"vs fashion-mnist:test: authenticity not computed: the memorization metrics need a DATASET:train\[:N\] reference"),
         ({"source": torch.zeros(8, 28, 28)}, GanbenchError, r"gave torch.float32 \(8, 28, 28\); expected uint8 NCHW images"),
         ({"source": 3}, ConfigError, r"^cannot evaluate a int; expected a checkpoint, folder or \.npz path"),
+        # wrong types: TypeErrors from deep inside, or silently accepted
+        ({"metrics": 5}, ConfigError, r"^metrics: expected a name, a list of names or None, got int$"),
+        ({"num_samples": "50"}, ConfigError, r"^num_samples: expected an integer, got str '50'$"),
+        ({"num_samples": 50.5}, ConfigError, r"^num_samples: expected an integer, got float 50.5$"),
+        ({"num_samples": True}, ConfigError, r"^num_samples: expected an integer, got bool True$"),
+        ({"seed": "x"}, ConfigError, r"^seed: expected an integer, got str 'x'$"),
+        ({"extractor": ["lenet-fashion-mnist"]}, ConfigError, r"^extractor: expected one extractor name, got list"),
+        ({"store": 5}, ConfigError, r"^store: expected a path or None, got int$"),
+        ({"reference": torch.zeros(2)}, ConfigError, r"^reference: expected DATASET:SPLIT\[:N\], a folder or an \.npz "
+                                                     r"path, got Tensor$"),
     ],
 )
 def test_bad_options_raise_the_clis_one_line_messages(base, options, error, pattern):
