@@ -630,6 +630,20 @@ def test_report_and_compare_into_a_closed_pipe_exit_quietly(tmp_path):
     assert (tmp_path / "rep" / "leaderboard.csv").is_file()
 
 
+def test_warnings_are_one_ganbench_line_without_a_source_path(ws, tmp_path):
+    # a recoverable problem (here a --cache-dir that is a file) printed Python's two-line warning: file path, line, code
+    blocker = tmp_path / "cache.txt"
+    blocker.write_text("not a folder")
+    args = eval_args(ws, tmp_path / "r.sqlite", ws.checkpoints[-1], extra=("--metrics", "fid"))
+    args[args.index("--cache-dir") + 1] = str(blocker)
+    done = subprocess.run([sys.executable, "-m", "ganbench", *args], env=subprocess_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "warning" in line.lower()]
+    assert warned and all(line.startswith("ganbench: warning: ") for line in warned), done.stderr
+    assert ".py:" not in done.stderr and "warnings.warn" not in done.stderr, done.stderr
+
+
 def test_a_malformed_generator_spec_is_an_option_error_before_any_work(ws, tmp_path, user_generator, capsys):
     results = tmp_path / "r.sqlite"
     assert main(eval_args(ws, results, user_generator, extra=("--generator", "notacolon"))) == 2

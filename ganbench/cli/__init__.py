@@ -12,9 +12,10 @@ import argparse
 import errno
 import os
 import sys
+import warnings
 
 from ganbench import __version__
-from ganbench.errors import GanbenchError, one_line
+from ganbench.errors import GanbenchError, GanbenchWarning, one_line
 
 # What an OSError means for the user, by errno, and how to fix it; others print the system's words alone.
 _OS_ERRORS = {
@@ -66,7 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """ganbench's own warnings as one line, like its errors; other libraries' keep Python's format."""
+    if issubclass(category, GanbenchWarning):
+        return f"ganbench: warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _format_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -44,7 +44,7 @@ def add_parser(subparsers) -> None:
     defaults = ReportConfig()
     p = subparsers.add_parser(
         "report", help="leaderboards, curves and an HTML page from the results store",
-        description="Aggregate the results store into CSV and Markdown leaderboards (mean, std and 95%% intervals "
+        description="Aggregate the results store into CSV and Markdown leaderboards (mean, std and 95% intervals "
         "over seeds, ranks that tie when intervals overlap), curves and index.html.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
     )
