@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ganbench.metrics.registry import METRICS
 
@@ -83,6 +84,7 @@ def run(args) -> int:
         print(markdown(tables, configs))
     else:
         print(plain_text(tables, configs))
-    print(f"ganbench: wrote {len(tables)} tables to {out}/ (leaderboard.md, leaderboard.csv, results.csv, index.html)",
-          file=sys.stderr)
+    files = sorted(p.name for p in Path(out).iterdir() if p.is_file() and not p.name.startswith("."))
+    plural = "s" if len(tables) != 1 else ""
+    print(f"ganbench: wrote {len(tables)} table{plural} to {out}/ ({', '.join(files)})", file=sys.stderr)
     return 0
