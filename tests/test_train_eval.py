@@ -164,9 +164,11 @@ def test_scoring_keeps_the_callers_rng_and_mode(evaluated, data_root, tmp_path):
 @pytest.mark.parametrize(("extra", "pattern"), [
     (("--eval-metrics", "fid"), r"--eval-metrics applies to --eval-every, which is off"),
     (("--eval-every", "0"), r"--eval-every must be at least 1"),
-    (("--eval-every", "1", "--eval-extractor", "nope"), r"unknown extractor nope"),
-    (("--eval-every", "1", "--eval-metrics", "fid,nope"), r"unknown metric nope"),
-    (("--eval-every", "1", "--eval-num-samples", "1"), r"--num-samples must be at least 2"),
+    # each message names the flag given (they named eval's --extractor, --metrics, --num-samples, --reference)
+    (("--eval-every", "1", "--eval-extractor", "nope"), r"unknown extractor nope; .*\(--eval-extractor\)$"),
+    (("--eval-every", "1", "--eval-metrics", "fid,nope"), r"unknown metric nope; .*\(--eval-metrics\)$"),
+    (("--eval-every", "1", "--eval-num-samples", "1"), r"--eval-num-samples must be at least 2"),
+    (("--eval-every", "1", "--eval-reference", "nosuch"), r"--eval-reference nosuch: expected DATASET:SPLIT"),
 ])
 def test_bad_eval_options_are_one_line_errors_before_training(data_root, tmp_path, capsys, extra, pattern):
     assert train(data_root, tmp_path / "runs", extra=extra) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 from ganbench.config import SPEC_BETAS, BaselineConfig, EvalConfig, ZooConfig
 from ganbench.errors import ConfigError
@@ -163,12 +164,22 @@ def eval_every_from_args(args):
         if given:
             raise ConfigError(f"{given[0]} applies to --eval-every, which is off; add --eval-every N")
         return None
+    from ganbench.reference import parse_reference
+
     metrics = tuple(m.strip() for m in args.eval_metrics.split(",") if m.strip()) if args.eval_metrics else None
     extractor = args.eval_extractor or f"lenet-{args.dataset}"
-    cfg = EvalConfig(paths=(args.out,), references=tuple(args.eval_reference or ()), num_samples=args.eval_num_samples,
-                     extractors=(extractor,), metrics=metrics, device=args.device, results=args.eval_results,
-                     quiet=args.quiet, data_root=args.data_root)
+    try:
+        cfg = EvalConfig(paths=(args.out,), references=tuple(args.eval_reference or ()), num_samples=args.eval_num_samples,
+                         extractors=(extractor,), metrics=metrics, device=args.device, results=args.eval_results,
+                         quiet=args.quiet, data_root=args.data_root)
+        for reference in cfg.references:
+            parse_reference(reference)
+    except ConfigError as exc:  # eval's messages name eval's flags; here they are --eval-*
+        raise ConfigError(EVAL_FLAGS.sub(r"--eval-\1", str(exc))) from exc
     return EvalEvery(args.eval_every, cfg)
+
+
+EVAL_FLAGS = re.compile(r"(?<![\w-])--(num-samples|extractor|metrics|reference|results)\b")
 
 
 def run_training(args) -> int:
