@@ -231,6 +231,8 @@ class EvalConfig:
             raise ConfigError("nothing to evaluate: pass checkpoint files or folders, image folders or .npz files")
         if self.generator is not None and not all(part.strip() for part in self.generator.partition(":")[::2]):
             raise ConfigError(f"--generator expects module:callable, got {self.generator!r}")
+        if self.data_root is not None and not os.path.isdir(self.data_root):  # every reference would fail on it
+            raise ConfigError(f"--data-root {self.data_root} does not exist or is not a folder")
         if self.cmmd_estimator not in ("unbiased", "biased"):
             raise ConfigError(f"--cmmd-estimator must be unbiased or biased, got {self.cmmd_estimator!r}")
         if self.num_samples < 2:

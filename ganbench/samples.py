@@ -107,6 +107,9 @@ def discover_sources(paths: list[str], generator: str | None = None) -> list[Sou
             sources.append(Source("generator", path, {"kind": "generator"}))
         elif path.is_file() and path.suffix == ".npz":
             sources.append(Source("npz", path, {"kind": "npz"}))
+        elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            raise ConfigError(f"{path} is one image; ganbench scores sets of samples (a folder of images, an .npz, "
+                              "a checkpoint): pass the folder that holds it")
         elif path.is_file():
             sources.append(Source("checkpoint", path, _run_from_path(path)))
         else:

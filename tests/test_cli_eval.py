@@ -733,6 +733,8 @@ def test_format_csv_prints_a_header_and_one_row_per_result(ws, tmp_path, capsys)
         ("bad-subset", r"--reference fashion-mnist:train:1: the subset size must be an integer >= 2"),
         ("empty-reference", r"--reference '': expected DATASET:SPLIT"),  # it read the current folder as images
         ("empty-metrics", r"--metrics ' ': name at least one metric"),  # it meant every metric
+        ("single-image", r"one\.png is one image; .*pass the folder that holds it"),  # it was 'a corrupt checkpoint'
+        ("missing-data-root", r"--data-root .*nosuch does not exist or is not a folder"),  # failed rows, exit 1
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_store(ws, tmp_path, capsys, case, pattern):
@@ -760,6 +762,11 @@ def test_bad_input_is_one_line_exit_2_and_no_store(ws, tmp_path, capsys, case, p
         extra = ["--reference", ""]
     elif case == "empty-metrics":
         extra = ["--metrics", " "]
+    elif case == "missing-data-root":
+        extra = ["--data-root", str(tmp_path / "nosuch")]
+    elif case == "single-image":
+        _write_pngs(tmp_path / "pngs", np.zeros((1, 28, 28), np.uint8))
+        paths = [next((tmp_path / "pngs").iterdir()).rename(tmp_path / "one.png")]
     capsys.readouterr()
     assert main(eval_args(ws, results, *paths, extra=tuple(extra), default_references=case == "folder-without-reference")) == 2
     captured = capsys.readouterr()
