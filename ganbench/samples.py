@@ -122,7 +122,10 @@ def discover_sources(paths: list[str], generator: str | None = None) -> list[Sou
                 raise ConfigError(
                     f"{path} holds no ganbench checkpoints (epoch_XXXX.pt) and no images ({_SUFFIX_TEXT}); {_found_files(path)}"
                 )
-    return sources
+    unique: dict[Path, Source] = {}  # a file named twice (or inside a folder also given) is one source
+    for source in sources:
+        unique.setdefault(source.path.resolve(), source)
+    return list(unique.values())
 
 
 def _run_from_path(path: Path) -> dict:

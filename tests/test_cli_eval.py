@@ -644,6 +644,19 @@ def test_warnings_are_one_ganbench_line_without_a_source_path(ws, tmp_path):
     assert ".py:" not in done.stderr and "warnings.warn" not in done.stderr, done.stderr
 
 
+def test_a_source_or_extractor_named_twice_is_scored_once(ws, tmp_path, capsys):
+    # the second mention was scored again (or printed a 'skip: already in the store' line for a result just written)
+    results = tmp_path / "r.sqlite"
+    checkpoint = ws.checkpoints[-1]
+    relative = os.path.relpath(checkpoint)
+    args = eval_args(ws, results, checkpoint, relative, extra=("--metrics", "fid", "--format", "json",
+                                                               "--extractor", f"{EXTRACTOR},{EXTRACTOR}"))
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1 and "skip" not in err, (out, err)
+    assert len(stored(results)) == 1
+
+
 def test_a_malformed_generator_spec_is_an_option_error_before_any_work(ws, tmp_path, user_generator, capsys):
     results = tmp_path / "r.sqlite"
     assert main(eval_args(ws, results, user_generator, extra=("--generator", "notacolon"))) == 2

@@ -88,7 +88,7 @@ def parse_extractors(text: str | None, metrics: tuple[str, ...] | None = None) -
 
     if text is None:  # precision/recall are conventionally VGG16 numbers; every other metric here is Inception's
         return ["vgg16"] if metrics and set(metrics) <= PRECISION_RECALL else ["inception"]
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))  # each once, in the order given
     unknown = [n for n in names if n not in extractor_names()]
     if unknown or not names:
         raise ConfigError(
