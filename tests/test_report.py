@@ -300,9 +300,26 @@ def test_a_store_on_a_read_only_folder_is_reported_and_compared(tmp_path):
             assert done.returncode == 0, (argv[0], done.stderr)
         assert (out / "rep" / "leaderboard.csv").is_file()
         assert sorted(p.name for p in folder.iterdir()) == ["out", "r.sqlite"]  # nothing written beside the store
+
+        # A store whose last commits are still in its write-ahead log (a killed `ganbench eval`) without the log's
+        # index: read as an immutable file it would silently lack those rows; it must say so instead.
+        held = folder.parent / (folder.name + "-wal")
+        held.mkdir()
+        with ResultsStore(held / "r.sqlite") as writer:
+            writer.write_results(rows[:4])
+        with ResultsStore(held / "r.sqlite") as writer:
+            writer.write_results(rows[4:])  # committed to r.sqlite-wal, not yet merged into r.sqlite
+            for name in ("r.sqlite", "r.sqlite-wal"):
+                shutil.copy(held / name, out / name)
+        out.chmod(0o555)
+        done = subprocess.run([*prefix, sys.executable, "-m", "ganbench", "compare", "--results", str(out / "r.sqlite")],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 2 and "r.sqlite-wal" in done.stderr and len(done.stderr.splitlines()) == 1, done
     finally:
         folder.chmod(0o755)
+        (folder / "out").chmod(0o755)
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder.parent / (folder.name + "-wal"), ignore_errors=True)
 
 
 # -- bad input ------------------------------------------------------------------------------------------------------

@@ -88,8 +88,8 @@ class ResultsStore:
     `create=False` is for readers: a missing file is an error instead of a new empty store. `read_only=True`
     (report, compare) opens it for reading only, so that a store on a read-only mount or in a folder this user
     cannot write is still read: SQLite's read-only mode, and when even that needs to write beside the file (a WAL
-    store's shared-memory index), as an immutable file (the writers' lock is not taken: a report made while
-    `ganbench eval` writes may miss that run's last rows, never a committed row of an earlier one).
+    store's shared-memory index), as an immutable file; a non-empty write-ahead log beside it (a writer still
+    running, or killed) is then refused rather than silently left unread.
     Not shared between threads or processes: open one store per process (connections do not survive fork).
     """
 
@@ -112,6 +112,11 @@ class ResultsStore:
         self._conn: sqlite3.Connection | None = None
         for mode in ("ro", "immutable") if read_only else ("rw",):
             self.close()
+            wal = self.path.with_name(self.path.name + "-wal")
+            if mode == "immutable" and wal.is_file() and wal.stat().st_size > 0:  # read as immutable, it is ignored
+                raise ResultsStoreError(
+                    f"{self.path}: its last writes are still in {wal.name}, which can only be merged or read from a "
+                    "folder this user can write to; copy both files to one and read them there")
             try:
                 self._conn = self._connect(mode)
                 self._retry_locked(self._prepare)
