@@ -158,7 +158,16 @@ def evaluate(
     from ganbench.features.registry import build_extractor
     from ganbench.metric_values import check_metrics
     from ganbench.reference import References, check_statistics_metrics, parse_reference
-    from ganbench.scoring import RowMaker, Scorer, extractor_shape, reference_count, samples, source_metrics, too_few
+    from ganbench.scoring import (
+        UNREACHABLE,
+        RowMaker,
+        Scorer,
+        extractor_shape,
+        reference_count,
+        samples,
+        source_metrics,
+        too_few,
+    )
 
     ref = parse_reference(cfg.references[0])
     check_statistics_metrics([ref], cfg.metrics)
@@ -186,8 +195,7 @@ def evaluate(
     wanted = scorer.wanted(ref, [ref])
     unreachable = [m for m in cfg.metrics or () if m not in wanted]
     if unreachable:  # `ganbench eval` notes them beside its other references; here there are none
-        raise MetricError(f"{cfg.paths[0]} vs {ref.name}: {', '.join(unreachable)} not computed: the memorization "
-                          "metrics need a DATASET:train[:N] reference, and data_copying_ct also DATASET:test beside it, "
+        raise MetricError(f"{cfg.paths[0]} vs {ref.name}: {', '.join(unreachable)} not computed: {UNREACHABLE}, "
                           "which one reference cannot give; use `ganbench eval` with both references")
     impossible = {m: why for m in wanted if (why := too_few(m, n_real, loaded.count))}
     if impossible:
