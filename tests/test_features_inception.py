@@ -317,12 +317,43 @@ def test_download_goes_through_torch_hub_into_the_cache(hub, monkeypatch):
 
     def fake_download(url, dst, hash_prefix=None, progress=True):
         calls.append(url)
+        assert hash_prefix == inc.WEIGHTS_SHA256  # torch.hub compares the whole digest and deletes a mismatch
         Path(dst).write_bytes(b"downloaded")
 
     monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: Response())
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
     assert inc.resolve_inception_weights() == hub / inc.WEIGHTS_FILE
     assert calls == [inc.WEIGHTS_URL] and (hub / inc.WEIGHTS_FILE).read_bytes() == b"downloaded"
+
+
+def test_a_file_under_the_reference_tools_names_must_be_the_published_one(hub, weights_path):
+    """A different file cached under torch-fidelity's or pytorch-fid's name (a partial download, a test's random
+    weights left in a real cache) would be used as the FID network without a word: refused, naming both hashes."""
+    import shutil
+
+    for name in (inc.WEIGHTS_FILE, inc.PYTORCH_FID_WEIGHTS_FILE):
+        cached = hub / name
+        hub.mkdir(parents=True, exist_ok=True)
+        shutil.copy(weights_path, cached)
+        with pytest.raises(DataUnavailableError) as refused:
+            inc.build_inception()
+        message = str(refused.value)
+        sha = hashlib.sha256(weights_path.read_bytes()).hexdigest()
+        for part in (str(cached), sha[:12], inc.WEIGHTS_SHA256, "delete it", "--inception-weights"):
+            assert part in message, (part, message)
+        assert "\n" not in message
+        cached.unlink()
+    # the same bytes under another name, asked for on purpose, are used; their hash goes into the protocol
+    extractor = inc.build_inception(weights_path)
+    assert extractor.protocol["weights_sha256"] == hashlib.sha256(weights_path.read_bytes()).hexdigest()
+
+
+def test_the_published_hash_is_the_one_both_files_are_named_after():
+    """torch-fidelity's and pytorch-fid's files are the same bytes (95,628,359 of them), named after their sha256 as
+    torch.hub names files; the download is checked against the whole hash."""
+    assert len(inc.WEIGHTS_SHA256) == 64
+    for name in (inc.WEIGHTS_FILE, inc.PYTORCH_FID_WEIGHTS_FILE):
+        assert name.rsplit("-", 1)[1] == inc.WEIGHTS_SHA256[:8] + ".pth"
 
 
 # --- files that are not the weights -------------------------------------------------------------------------------------

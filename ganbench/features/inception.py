@@ -22,7 +22,9 @@ in pytorch-fid's loader; `gray_to_rgb = "repeat"` records this in `protocol`. Th
 
 Weights come from, in order: the `weights` argument (`--inception-weights PATH`), the GANBENCH_INCEPTION_WEIGHTS
 variable, the torch hub cache (torch-fidelity's file, then pytorch-fid's `pt_inception` file, which has the same
-tensors under the same names), then a download of torch-fidelity's file into the hub cache. Nothing else is ever
+bytes), then a download of torch-fidelity's file into the hub cache, checked against the published sha256. A file
+under either reference name must be those bytes (a partial download or another file left under the name is refused);
+a file passed by path under another name is used as given, its sha256 in the protocol. Nothing else is ever
 substituted: no torchvision ImageNet weights, no random initialisation.
 """
 
@@ -36,13 +38,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ganbench.errors import ConfigError, DataUnavailableError
+from ganbench.errors import ConfigError, DataUnavailableError, one_line
 from ganbench.features.base import ExtractorOutput, FeatureExtractor
 from ganbench.safeload import load_error_detail
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's name, in <torch hub dir>/checkpoints
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
-PYTORCH_FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's copy: same keys and shapes
+PYTORCH_FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's copy: the same bytes
+# The published file's sha256 (95,628,359 bytes); both names carry its first 8 digits, as torch.hub names files.
+WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 WEIGHTS_ENV = "GANBENCH_INCEPTION_WEIGHTS"
 WEIGHTS_FLAG = "--inception-weights"
 DOWNLOAD_PROBE_TIMEOUT_S = 10.0
@@ -216,9 +220,9 @@ def _download_weights(target: Path) -> None:
         with urllib.request.urlopen(request, timeout=DOWNLOAD_PROBE_TIMEOUT_S):
             pass
         target.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(WEIGHTS_URL, str(target), progress=True)
-    except (OSError, RuntimeError) as error:  # URLError, HTTPError and timeouts are OSErrors
-        raise DataUnavailableError(_missing_weights_message(f"{type(error).__name__}: {error}")) from error
+        torch.hub.download_url_to_file(WEIGHTS_URL, str(target), hash_prefix=WEIGHTS_SHA256, progress=True)
+    except (OSError, RuntimeError) as error:  # URLError, HTTPError, timeouts; RuntimeError: a hash mismatch
+        raise DataUnavailableError(_missing_weights_message(f"{type(error).__name__}: {one_line(error)}")) from error
 
 
 def load_inception_network(path: Path) -> tuple[torch.nn.Module, str]:
@@ -231,6 +235,12 @@ def load_inception_network(path: Path) -> tuple[torch.nn.Module, str]:
 
     raw = path.read_bytes()
     sha256 = hashlib.sha256(raw).hexdigest()
+    if path.name in (WEIGHTS_FILE, PYTORCH_FID_WEIGHTS_FILE) and sha256 != WEIGHTS_SHA256:
+        raise DataUnavailableError(
+            f"{path} has sha256 {sha256[:12]}..., not the published FID Inception weights' {WEIGHTS_SHA256} that its "
+            f"name promises (a partial download, or another file left under the name); delete it so ganbench can "
+            f"download the real file, or pass {WEIGHTS_FLAG} PATH under another name to use a different file on purpose"
+        )
     try:
         state_dict = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types (UnpicklingError, RuntimeError, EOFError, ...)
