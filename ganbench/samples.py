@@ -229,17 +229,24 @@ def load_baseline_generator(path: Path) -> tuple[torch.nn.Module, int, dict]:
     return generator, latent_dim, run
 
 
-def load_user_generator(spec: str, path: Path) -> tuple[torch.nn.Module, int]:
-    """`module:callable` returning (nn.Module, latent_dim), with weights from a state-dict file at `path`."""
+def import_generator_factory(spec: str) -> Callable[[], tuple[torch.nn.Module, int]]:
+    """The callable that `module:callable` names; ConfigError when it cannot be imported or is not callable (the same
+    for every source, so `ganbench eval` checks it once, before any work)."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ConfigError(f"--generator expects module:callable, got {spec!r}")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"--generator {spec}: cannot import it ({exc})") from exc
+    except Exception as exc:  # ImportError, AttributeError, or anything the user's module raises on import
+        raise ConfigError(f"--generator {spec}: cannot import it ({one_line(exc)})") from exc
     if not callable(factory):
         raise ConfigError(f"--generator {spec} is {type(factory).__name__}, not a callable returning (nn.Module, latent_dim)")
+    return factory
+
+
+def load_user_generator(spec: str, path: Path) -> tuple[torch.nn.Module, int]:
+    """`module:callable` returning (nn.Module, latent_dim), with weights from a state-dict file at `path`."""
+    factory = import_generator_factory(spec)
     try:
         made = factory()
     except Exception as exc:  # user code: any failure is this source's, in one line

@@ -27,7 +27,7 @@ from ganbench.metric_values import check_metrics
 from ganbench.protocol import DATASETS, default_references
 from ganbench.reference import References, check_statistics_metrics, parse_reference
 from ganbench.results import ResultsStore
-from ganbench.samples import Source, discover_sources
+from ganbench.samples import Source, discover_sources, import_generator_factory
 from ganbench.scoring import Loaded, Scorer, extractor_shape, load_source, public, samples
 
 _DONE = None  # tells ranks waiting in _serve_features that the main rank has no more sources for this extractor
@@ -61,6 +61,8 @@ class Sweep:
         sources = discover_sources(list(cfg.paths), cfg.generator)
         if not self.given and any(s.kind != "checkpoint" for s in sources):
             raise ConfigError("folders, .npz files and --generator sources need --reference DATASET:SPLIT, FOLDER or NPZ")
+        if cfg.generator is not None:
+            import_generator_factory(cfg.generator)  # the same for every source: an option error, before any work
         self.device = str(world.device if world.world_size > 1 else resolve_device(cfg.device))  # a rank's own GPU
         statistics = [r.name for r in self.given if r.kind == "statistics"]
         if statistics and cfg.metrics is None and world.is_main:

@@ -556,7 +556,6 @@ def test_nan_generator_output_is_a_failure_not_a_number(ws, tmp_path, user_gener
     ("make_negative_latent", "must return (nn.Module, latent_dim) with latent_dim a positive integer, got -1"),
     ("make_fails", "calling it failed: ValueError: factory failed"),
     ("make_needs_arguments", "calling it failed: TypeError"),
-    ("not_callable", "is int, not a callable"),
 ])
 def test_a_misbehaving_user_generator_fails_its_source_in_one_line_and_the_sweep_goes_on(
         ws, tmp_path, user_generator, capsys, factory, reason):
@@ -573,6 +572,22 @@ def test_a_misbehaving_user_generator_fails_its_source_in_one_line_and_the_sweep
     assert len(failed) == 2 and all(reason in line for line in failed), err
     rows = stored(results)
     assert len(rows) == 2 and all(r["status"] == "failed" and reason in r["error"] for r in rows)
+
+
+@pytest.mark.parametrize("spec,reason", [
+    ("nosuch_ganbench_module:make", "cannot import it (No module named 'nosuch_ganbench_module')"),
+    (f"{USER_MODULE}:nosuch", f"cannot import it (module '{USER_MODULE}' has no attribute 'nosuch')"),
+    (f"{USER_MODULE}:not_callable", "is int, not a callable returning (nn.Module, latent_dim)"),
+])
+def test_a_generator_spec_that_names_no_callable_is_an_option_error_before_any_work(ws, tmp_path, user_generator,
+                                                                                     capsys, spec, reason):
+    # it failed every source alike, one by one, after computing the reference's features for nothing
+    results = tmp_path / "r.sqlite"
+    args = eval_args(ws, results, user_generator, extra=("--generator", spec, "--reference", "fashion-mnist:test"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and f"--generator {spec}" in err and reason in err, err
+    assert not results.exists() or not stored(results)
 
 
 @pytest.mark.parametrize("metrics,references", [
