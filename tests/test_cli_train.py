@@ -158,3 +158,16 @@ def test_help_imports_no_heavy_library():
             "print(','.join(sorted({'torch', 'numpy', 'pandas', 'scipy', 'matplotlib'} & set(sys.modules))))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("argv,help_command", [
+    (["eval", "x.pt", "--bogus"], "ganbench eval --help"),
+    (["train", "baseline", "--bogus", "1"], "ganbench train baseline --help"),
+    (["report", "--bogus"], "ganbench report --help"),
+    (["compare", "a", "b", "--bogus"], "ganbench compare --help"),
+])
+def test_an_unknown_flag_points_at_the_help_of_the_command_it_was_given_to(capsys, argv, help_command):
+    # it pointed at `ganbench --help`, which lists the commands but none of their flags
+    assert _run(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unrecognized arguments: --bogus" in err and f"(see `{help_command}`)" in err, err

@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command parser that `args` were parsed by, e.g. `ganbench train baseline`'s."""
+    while True:
+        commands = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if commands is None or getattr(args, commands.dest, None) not in commands.choices:
+            return parser
+        parser = commands.choices[getattr(args, commands.dest)]
+
+
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     """ganbench's own warnings as one line, like its errors; other libraries' keep Python's format."""
     if issubclass(category, GanbenchWarning):
@@ -80,7 +89,9 @@ _python_format_warning = warnings.formatwarning
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _format_warning
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would report them from the top parser, pointing at `ganbench --help`
+        _chosen_command(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.run(args) or 0)
     except GanbenchError as exc:
