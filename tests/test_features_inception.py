@@ -280,6 +280,25 @@ def test_an_explicit_missing_path_is_an_error_not_a_fallback(hub, tmp_path, monk
         inc.resolve_inception_weights()
 
 
+@pytest.mark.parametrize("resolve,flag", [
+    (lambda path: inc.resolve_inception_weights(path, download=False), "--inception-weights"),
+    (lambda path: __import__("ganbench.features.vgg16").features.vgg16.resolve_vgg16_weights(path, download=False),
+     "--vgg16-weights"),
+    (lambda path: __import__("ganbench.features.dinov2").features.dinov2.resolve_dinov2_weights(
+        "dinov2-vit-s14", path, download=False), "--dinov2-weights"),
+    (lambda path: __import__("ganbench.features.clip").features.clip.resolve_clip_weights(
+        "clip-vit-b32", path, download=False), "--clip-weights"),
+])
+def test_a_folder_given_as_weights_is_named_a_folder(tmp_path, resolve, flag):
+    # it said "no such file" of a folder that exists
+    with pytest.raises(DataUnavailableError) as refused:
+        resolve(tmp_path)
+    message = str(refused.value)
+    assert message.startswith(f"{flag} {tmp_path}: a folder, not a file; expected "), message
+    with pytest.raises(DataUnavailableError, match="nope.pth: no such file; expected "):
+        resolve(tmp_path / "nope.pth")
+
+
 def test_missing_weights_offline_raise_one_message_with_every_fix(hub):
     expected = r"the FID Inception weights weights-inception-2015-12-05-6726825d\.pth are not available"
     with pytest.raises(DataUnavailableError, match=expected) as info:

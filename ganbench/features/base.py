@@ -22,11 +22,12 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from ganbench.errors import ConfigError, GanbenchWarning, one_line
+from ganbench.errors import ConfigError, DataUnavailableError, GanbenchWarning, one_line
 from ganbench.protocol import PRECISIONS, precisions_on
 
 
@@ -137,3 +138,11 @@ def check_build_options(name: str, batch_size: int | None, device) -> torch.devi
         return torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ConfigError(f"invalid device {device!r} for the {name} extractor: {one_line(error)}") from error
+
+
+def existing_weights_file(path: Path, source: str, expected: str) -> Path:
+    """`path` when it is a file; else one line naming `source` (the flag or variable that gave it) and what it is."""
+    if path.is_file():
+        return path
+    what = "a folder, not a file" if path.is_dir() else "no such file"
+    raise DataUnavailableError(f"{source}: {what}; {expected}")

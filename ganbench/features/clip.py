@@ -35,10 +35,9 @@ from pathlib import Path
 import torch
 
 from ganbench.errors import ConfigError, DataUnavailableError, one_line
-from ganbench.features.base import ExtractorOutput, FeatureExtractor, check_build_options
+from ganbench.features.base import ExtractorOutput, FeatureExtractor, check_build_options, existing_weights_file
 from ganbench.features.dinov2 import (
     check_image_size,
-    existing_file,
     file_sha256,
     hf_cached_file,
     layout_problems,
@@ -258,10 +257,10 @@ def resolve_clip_weights(name: str, weights: str | Path | None = None, *, downlo
     spec = MODELS[name]
     expected = f"expected the {name} weights {SAFETENSORS_FILE} from hf.co/{spec.hf_repo}"
     if weights is not None:
-        return existing_file(Path(weights).expanduser(), f"{WEIGHTS_FLAG} {weights}", expected)
+        return existing_weights_file(Path(weights).expanduser(), f"{WEIGHTS_FLAG} {weights}", expected)
     env = weights_env(name)
     if os.environ.get(env):
-        return existing_file(Path(os.environ[env]).expanduser(), f"{env}={os.environ[env]}", expected)
+        return existing_weights_file(Path(os.environ[env]).expanduser(), f"{env}={os.environ[env]}", expected)
     for file_name in (SAFETENSORS_FILE, PICKLE_FILE):
         cached = hf_cached_file(spec.hf_repo, file_name)
         if cached is not None:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ganbench.errors import ConfigError, DataUnavailableError, one_line
-from ganbench.features.base import ExtractorOutput, FeatureExtractor, check_build_options
+from ganbench.features.base import ExtractorOutput, FeatureExtractor, check_build_options, existing_weights_file
 
 
 @dataclass(frozen=True)
@@ -290,10 +290,10 @@ def resolve_dinov2_weights(name: str, weights: str | Path | None = None, *, down
     spec = MODELS[name]
     expected = f"expected the {name} weights {spec.file_name} from {spec.url}"
     if weights is not None:
-        return existing_file(Path(weights).expanduser(), f"{WEIGHTS_FLAG} {weights}", expected)
+        return existing_weights_file(Path(weights).expanduser(), f"{WEIGHTS_FLAG} {weights}", expected)
     env = weights_env(name)
     if os.environ.get(env):
-        return existing_file(Path(os.environ[env]).expanduser(), f"{env}={os.environ[env]}", expected)
+        return existing_weights_file(Path(os.environ[env]).expanduser(), f"{env}={os.environ[env]}", expected)
     target = hub_checkpoint(spec.file_name)
     if target.is_file():
         return target
@@ -325,12 +325,6 @@ def hf_cached_file(repo: str, file_name: str) -> Path | None:
         return None
     found = try_to_load_from_cache(repo, file_name)
     return Path(found) if isinstance(found, str) and Path(found).is_file() else None
-
-
-def existing_file(path: Path, source: str, expected: str) -> Path:
-    if not path.is_file():
-        raise DataUnavailableError(f"{source}: no such file; {expected}")
-    return path
 
 
 def file_sha256(path: Path) -> str:

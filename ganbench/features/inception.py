@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ganbench.errors import ConfigError, DataUnavailableError, one_line
-from ganbench.features.base import ExtractorOutput, FeatureExtractor
+from ganbench.features.base import ExtractorOutput, FeatureExtractor, existing_weights_file
 from ganbench.safeload import load_error_detail
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's name, in <torch hub dir>/checkpoints
@@ -50,6 +50,7 @@ WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129
 WEIGHTS_ENV = "GANBENCH_INCEPTION_WEIGHTS"
 WEIGHTS_FLAG = "--inception-weights"
 DOWNLOAD_PROBE_TIMEOUT_S = 10.0
+_EXPECTED = f"expected the FID Inception weights {WEIGHTS_FILE} (from {WEIGHTS_URL}) or pytorch-fid's {PYTORCH_FID_WEIGHTS_FILE}"
 
 PREPROCESSINGS: dict[str, str] = {
     "tf1": "torch-fidelity / TF1: TF1-exact bilinear resize of uint8 values to 299, then (u - 128) / 128",
@@ -174,10 +175,10 @@ def resolve_inception_weights(weights: str | Path | None = None, *, download: bo
     A path given explicitly (argument or variable) must exist: a wrong path is an error, never a reason to look further.
     """
     if weights is not None:
-        return _existing_weights_file(Path(weights).expanduser(), f"{WEIGHTS_FLAG} {weights}")
+        return existing_weights_file(Path(weights).expanduser(), f"{WEIGHTS_FLAG} {weights}", _EXPECTED)
     from_env = os.environ.get(WEIGHTS_ENV)
     if from_env:
-        return _existing_weights_file(Path(from_env).expanduser(), f"{WEIGHTS_ENV}={from_env}")
+        return existing_weights_file(Path(from_env).expanduser(), f"{WEIGHTS_ENV}={from_env}", _EXPECTED)
     for cached in hub_weights_paths():
         if cached.is_file():
             return cached
@@ -186,15 +187,6 @@ def resolve_inception_weights(weights: str | Path | None = None, *, download: bo
         raise DataUnavailableError(_missing_weights_message("downloads are disabled"))
     _download_weights(target)
     return target
-
-
-def _existing_weights_file(path: Path, source: str) -> Path:
-    if not path.is_file():
-        raise DataUnavailableError(
-            f"{source}: no such file; expected the FID Inception weights {WEIGHTS_FILE} (from {WEIGHTS_URL}) "
-            f"or pytorch-fid's {PYTORCH_FID_WEIGHTS_FILE}"
-        )
-    return path
 
 
 def _missing_weights_message(reason: str) -> str:

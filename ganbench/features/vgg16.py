@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ganbench.errors import ConfigError, DataUnavailableError, one_line
-from ganbench.features.base import ExtractorOutput, FeatureExtractor
+from ganbench.features.base import ExtractorOutput, FeatureExtractor, existing_weights_file
 from ganbench.safeload import load_error_detail
 
 WEIGHTS_FILE = "vgg16-397923af.pth"  # torchvision's VGG16_Weights.IMAGENET1K_V1, in <torch hub dir>/checkpoints
@@ -34,6 +34,7 @@ WEIGHTS_SHA256_PREFIX = "397923af"  # torchvision names its files after the star
 WEIGHTS_ENV = "GANBENCH_VGG16_WEIGHTS"
 WEIGHTS_FLAG = "--vgg16-weights"
 DOWNLOAD_PROBE_TIMEOUT_S = 10.0
+_EXPECTED = f"expected torchvision's ImageNet VGG16 weights {WEIGHTS_FILE} (from {WEIGHTS_URL})"
 INPUT_SIZE = 224
 PREPROCESSING = "tf1-224"
 _MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics, which torch-fidelity scales by 255
@@ -107,10 +108,10 @@ def hub_weights_path() -> Path:
 def resolve_vgg16_weights(weights: str | Path | None = None, *, download: bool = True) -> Path:
     """The argument, else $GANBENCH_VGG16_WEIGHTS, else the hub cache, else a download. An explicit path must exist."""
     if weights is not None:
-        return _existing_weights_file(Path(weights).expanduser(), f"{WEIGHTS_FLAG} {weights}")
+        return existing_weights_file(Path(weights).expanduser(), f"{WEIGHTS_FLAG} {weights}", _EXPECTED)
     from_env = os.environ.get(WEIGHTS_ENV)
     if from_env:
-        return _existing_weights_file(Path(from_env).expanduser(), f"{WEIGHTS_ENV}={from_env}")
+        return existing_weights_file(Path(from_env).expanduser(), f"{WEIGHTS_ENV}={from_env}", _EXPECTED)
     target = hub_weights_path()
     if target.is_file():
         return target
@@ -118,13 +119,6 @@ def resolve_vgg16_weights(weights: str | Path | None = None, *, download: bool =
         raise DataUnavailableError(_missing_weights_message("downloads are disabled"))
     _download_weights(target)
     return target
-
-
-def _existing_weights_file(path: Path, source: str) -> Path:
-    if not path.is_file():
-        raise DataUnavailableError(f"{source}: no such file; expected torchvision's ImageNet VGG16 weights {WEIGHTS_FILE} "
-                                   f"(from {WEIGHTS_URL})")
-    return path
 
 
 def _missing_weights_message(reason: str) -> str:
