@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ganbench.config import EvalConfig
-from ganbench.errors import ConfigError, GanbenchError, MetricError, SampleError, one_line
+from ganbench.errors import ConfigError, GanbenchError, MetricError, SampleError, counted, one_line
 from ganbench.results import Protocol, ResultRow, ResultsStore, canonical_json
 
 EXAMPLE = "ganbench.evaluate('epoch_0005.pt', 'fashion-mnist:test', extractor='lenet-fashion-mnist')"
@@ -182,7 +182,7 @@ def evaluate(
                             progress=progress, log=notes.append)
     loaded = _load(source, where, cfg)
     if loaded.images is not None and loaded.count < cfg.num_samples:
-        notes.append(f"{cfg.paths[0]}: {loaded.count} images, fewer than num_samples {cfg.num_samples}; using all")
+        notes.append(f"{cfg.paths[0]}: {counted(loaded.count, 'image')}, fewer than num_samples {cfg.num_samples}; using all")
     try:
         real = references.get(built, ref)
     except GanbenchError as exc:  # worded as the failed rows of `ganbench eval` say it

@@ -42,5 +42,10 @@ def one_line(exc: BaseException, limit: int | None = 160) -> str:
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 image', '3 images': a count in a message ('1 images' read like a typo)."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 class GanbenchWarning(UserWarning):
     """Something was wrong but ganbench recovered (a corrupt cache entry recomputed, for example)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ganbench.data import load_dataset
-from ganbench.errors import ConfigError, DataUnavailableError, GanbenchError, one_line
+from ganbench.errors import ConfigError, DataUnavailableError, GanbenchError, counted, one_line
 from ganbench.features.base import FeatureExtractor
 from ganbench.features.cache import cached_features
 from ganbench.features.extract import FeatureSet, extract_features
@@ -213,7 +213,7 @@ class References:
                 subset_seed=None if reference.count is None else SELECTION_SUBSET_SEED, data_root=self.data_root,
                 cache_dir=self.cache_dir, batch_size=self.batch_size, device=self.device, progress=self.progress)
             if reference.count is not None and len(features) < reference.count:
-                self.log(f"reference {reference.name}: the split holds only {len(features)} images; using all of them")
+                self.log(f"reference {reference.name}: the split holds only {counted(len(features), 'image')}; using all of them")
             return features
         if reference.kind == "statistics":
             stats = load_reference_statistics(reference.path, dict(extractor.protocol))
@@ -226,7 +226,8 @@ class References:
         sha = self.digest(reference)
         images = load_npz_images(reference.path) if reference.kind == "npz" else load_folder_images(reference.path)
         if images.shape[0] < 2:
-            raise ConfigError(f"reference {reference.path} holds {images.shape[0]} image(s); a reference needs at least 2")
+            raise ConfigError(f"reference {reference.path} holds {counted(images.shape[0], 'image')}; "
+                              "a reference needs at least 2")
         fields = {"reference_sha256": sha, "count": int(images.shape[0]), **extractor.protocol}
         return cached_features(
             fields,

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganbench.errors import CheckpointError, ConfigError, DataUnavailableError, SampleError, one_line
+from ganbench.errors import CheckpointError, ConfigError, DataUnavailableError, SampleError, counted, one_line
 from ganbench.safeload import load_tensors
 
 # pytorch-fid's IMAGE_EXTENSIONS (torch-fidelity reads png, jpg, jpeg by default); Pillow decodes them all
@@ -475,5 +475,5 @@ def _to_nchw(array: np.ndarray, layout: str) -> torch.Tensor:
 
 def first_n(images: torch.Tensor, n: int, where: str) -> torch.Tensor:
     if images.shape[0] < n:
-        raise DataUnavailableError(f"{where} holds {images.shape[0]} images, fewer than --num-samples {n}")
+        raise DataUnavailableError(f"{where} holds {counted(images.shape[0], 'image')}, fewer than --num-samples {n}")
     return images[:n]

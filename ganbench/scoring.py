@@ -21,7 +21,7 @@ import torch
 
 from ganbench import __version__
 from ganbench.config import EvalConfig
-from ganbench.errors import ConfigError, GanbenchError, SampleError, one_line
+from ganbench.errors import ConfigError, GanbenchError, SampleError, counted, one_line
 from ganbench.features.extract import FeatureSet
 from ganbench.metric_values import MetricValue, applicable_metrics, metric_options, metrics_from_features
 from ganbench.metrics.registry import METRICS
@@ -111,7 +111,8 @@ class Scorer:
                 return self._fail(row, dict(source.run), None, one_line(exc, limit=None))
         row.run = loaded.run
         if loaded.images is not None and loaded.count < self.cfg.num_samples:
-            self.log(f"{source.label}: {loaded.count} images, fewer than --num-samples {self.cfg.num_samples}; using all")
+            self.log(f"{source.label}: {counted(loaded.count, 'image')}, fewer than --num-samples "
+                     f"{self.cfg.num_samples}; using all")
         try:
             references = self._references(loaded.run)
         except GanbenchError as exc:

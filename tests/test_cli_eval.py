@@ -960,3 +960,16 @@ def test_memorization_metrics_without_a_training_reference_are_said_in_one_line_
     notes = ganbench_lines(capsys.readouterr().err, "note")
     assert len(notes) == 1 and "authenticity, data_copying_ct not computed" in notes[0]
     assert [(r["metric"], r["status"]) for r in stored(results)] == [("fid", "ok")]
+
+
+def test_a_folder_of_one_image_says_one_image(ws, tmp_path, capsys):
+    # "one: 1 images, fewer than --num-samples 64; using all"
+    from PIL import Image
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(folder / "a.png")
+    assert main(eval_args(ws, tmp_path / "r.sqlite", folder, extra=("--metrics", "fid"))) == 1
+    err = capsys.readouterr().err
+    assert f"{folder}: 1 image, fewer than --num-samples 64; using all" in err, err
+    assert "1 images" not in err
