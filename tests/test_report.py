@@ -342,6 +342,9 @@ def _old_report(out: Path) -> None:
         ("no-dataset", r"--dataset mnist matches no results; datasets in the store: fashion-mnist"),
         ("no-protocol", r"--protocol nothing matches no results; protocols: [0-9a-f]{10} \(lenet-fashion-mnist\)"),
         ("no-metric", r"--metric kid matches no results; metrics in the store: fid"),
+        # it dropped every 'best' table without a word
+        ("no-select-metric", r"--select-metric kid matches no results, so no best checkpoint can be chosen; "
+                             r"metrics in the store: fid"),
         ("unknown-metric", r"unknown metric fidd; expected one of fid, is"),
         ("corrupt", r"r\.sqlite is corrupt \(sqlite: .+\); restore it from a backup, or pass a new --results path"),
     ],
@@ -367,7 +370,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_out_untouched(tmp_path, capsys,
             f.seek((root - 1) * page_size)
             f.write(b"\xab" * page_size)
     extra = {"no-dataset": ["--dataset", "mnist"], "no-protocol": ["--protocol", "nothing"],
-             "no-metric": ["--metric", "kid"], "unknown-metric": ["--metric", "fidd"]}.get(case, [])
+             "no-metric": ["--metric", "kid"], "unknown-metric": ["--metric", "fidd"],
+             "no-select-metric": ["--select-metric", "kid"]}.get(case, [])
     out = tmp_path / "reports"
     _old_report(out)
     capsys.readouterr()
@@ -378,6 +382,13 @@ def test_bad_input_is_one_line_exit_2_and_leaves_out_untouched(tmp_path, capsys,
     assert sorted(p.name for p in out.iterdir()) == [REPORT_MARKER, "leaderboard.md"]
     assert (out / "leaderboard.md").read_text() == "previous report\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".reports.")]  # no temporary folder left behind
+
+
+def test_a_store_without_the_default_selection_metric_still_reports_its_final_tables(tmp_path, capsys):
+    # only an explicit --select-metric that matches nothing is an error; a wavelet-only store (fwd, no fid) reports
+    store = write(tmp_path / "r.sqlite", [row(tmp_path, "fwd", 3.0, epoch=e) for e in (10, 20)])
+    assert main(["report", "--results", str(store), "--out", str(tmp_path / "reports"), "--no-plots"]) == 0
+    assert "fwd" in (tmp_path / "reports" / "leaderboard.md").read_text()
 
 
 # -- what --out may replace: only a previous report ----------------------------------------------------------------

@@ -36,7 +36,7 @@ different references. A group with one seed gets no test, and the table says why
 
 # CompareConfig's defaults and choices, written here so that `ganbench --help` does not import numpy and scipy
 # (test_cli_compare checks that the two agree).
-DEFAULTS = {"metric": "fid", "rule": "final", "test": "welch", "alpha": 0.05, "select_metric": "fid"}
+DEFAULTS = {"metric": "fid", "rule": "final", "test": "welch", "alpha": 0.05}
 TESTS = ("welch", "permutation")
 
 
@@ -63,8 +63,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--test", default=DEFAULTS["test"], choices=TESTS,
                    help="the test behind verdicts and ranks (default: %(default)s; both are always shown)")
     p.add_argument("--alpha", type=float, default=DEFAULTS["alpha"], help="significance level (default: %(default)s)")
-    p.add_argument("--select-metric", default=DEFAULTS["select_metric"], choices=tuple(METRICS), metavar="METRIC",
-                   help="metric that picks the best checkpoint for --rule best (default: %(default)s)")
+    p.add_argument("--select-metric", choices=tuple(METRICS), metavar="METRIC",
+                   help="metric that picks the best checkpoint for --rule best (default: fid)")
     p.add_argument("--select-on", metavar="REFERENCE",
                    help="reference the best checkpoint is chosen on (default: DATASET:train:10000 of each run)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: %(default)s)")
@@ -80,10 +80,10 @@ def run(args) -> int:
     from ganbench.results.report import ReportConfig, display_names, filter_results, load_results
 
     cfg = comparison.CompareConfig(groups=tuple(args.groups), metric=args.metric, rule=args.rule, alpha=args.alpha,
-                                   test=args.test, select_metric=args.select_metric, select_on=args.select_on)
+                                   test=args.test, select_metric=args.select_metric or "fid", select_on=args.select_on)
     frame = filter_results(load_results(args.results), ReportConfig(
         results=args.results, datasets=_names(args.dataset), metrics=(cfg.metric,), protocols=_names(args.protocol),
-        select_on=cfg.select_on))
+        select_metric=args.select_metric, select_on=cfg.select_on))
     found = comparison.build_comparisons(frame, cfg)
     names = display_names([c.table for c in found])
     if args.format == "csv":

@@ -57,8 +57,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--metric", metavar="M[,M]", help=f"only these metrics, of {', '.join(METRICS)}")
     p.add_argument("--protocol", metavar="ID|EXTRACTOR[,...]",
                    help="only these protocols: a protocol id (or its prefix) from a table header, or an extractor name")
-    p.add_argument("--select-metric", default=defaults.select_metric, choices=tuple(METRICS),
-                   help="metric that picks the best checkpoint (default: %(default)s)")
+    p.add_argument("--select-metric", choices=tuple(METRICS),
+                   help="metric that picks the best checkpoint (default: fid)")
     p.add_argument("--select-on", metavar="REFERENCE",
                    help="reference the best checkpoint is chosen on (default: DATASET:train:10000 of each run)")
     p.add_argument("--format", choices=REPORT_FORMATS, default="table",

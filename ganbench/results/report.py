@@ -62,12 +62,12 @@ class ReportConfig:
     datasets: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     protocols: tuple[str, ...] = ()  # protocol ids (or prefixes) or extractor names
-    select_metric: str = "fid"
+    select_metric: str | None = None  # None: fid, and a store without fid still reports its 'final' tables
     select_on: str | None = None
     plots: bool = True
 
     def __post_init__(self) -> None:
-        unknown = [m for m in (*self.metrics, self.select_metric) if m not in METRICS]
+        unknown = [m for m in (*self.metrics, self.select_metric or "fid") if m not in METRICS]
         if unknown:
             raise ConfigError(f"unknown metric {', '.join(unknown)}; expected one of {', '.join(METRICS)} "
                               "(--metric, --select-metric)")
@@ -104,6 +104,9 @@ def filter_results(frame: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     if cfg.select_on is not None and not (out["reference_name"] == cfg.select_on).any():
         have = ", ".join(sorted(set(out["reference_name"].dropna()))) or "none"
         raise ConfigError(f"--select-on {cfg.select_on} matches no results; references in the store: {have}")
+    if cfg.select_metric is not None and not (out["metric"] == cfg.select_metric).any():
+        raise ConfigError(f"--select-metric {cfg.select_metric} matches no results, so no best checkpoint can be chosen; "
+                          f"metrics in the store: {', '.join(metric_order(out['metric'].unique()))}")
     if cfg.metrics and not out["metric"].isin(cfg.metrics).any():
         raise ConfigError(f"--metric {','.join(cfg.metrics)} matches no results; metrics in the store: "
                           f"{', '.join(metric_order(out['metric'].unique()))}")
@@ -111,7 +114,7 @@ def filter_results(frame: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
 
 
 def make_tables(frame: pd.DataFrame, cfg: ReportConfig) -> list[Table]:
-    tables = build_tables(frame, select_metric=cfg.select_metric, select_on=cfg.select_on)
+    tables = build_tables(frame, select_metric=cfg.select_metric or "fid", select_on=cfg.select_on)
     neighbours.add_memorization(tables, frame)  # training-split columns, the generalization gap, copy flags
     if cfg.metrics:
         for table in tables:
