@@ -34,6 +34,16 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _TORCHVISION_CLASS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_DISPLAY = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+# Both datasets name their IDX files alike, so a folder of one passes for the other. Their class counts tell them
+# apart: MNIST's published ones, and Fashion-MNIST's exact balance. Files recognised as the other dataset are refused;
+# any other counts (a user's own IDX data, the tests' small sets) are read as named.
+_CLASS_COUNTS = {
+    ("mnist", "train"): (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+    ("mnist", "test"): (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+    ("fashion-mnist", "train"): (6000,) * 10,
+    ("fashion-mnist", "test"): (1000,) * 10,
+}
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ def _load_idx_pair(name: str, split: str, images_path: Path, labels_path: Path) 
             f"{images_path} / {labels_path}: expected uint8 images (N, 28, 28) and N labels, "
             f"got images {images.shape} {images.dtype} and labels {labels.shape}"
         )
+    _check_not_the_other_dataset(name, split, labels, images_path.parent)
     return ImageDataset(
         name=name,
         split=split,
@@ -135,6 +146,18 @@ def _load_idx_pair(name: str, split: str, images_path: Path, labels_path: Path) 
         labels=torch.from_numpy(labels.astype(np.int64)),
         source=f"IDX files {images_path.parent}",
     )
+
+
+def _check_not_the_other_dataset(name: str, split: str, labels: np.ndarray, folder: Path) -> None:
+    if labels.size == 0 or labels.min() < 0 or labels.max() > 9:
+        return
+    counts = tuple(int(c) for c in np.bincount(labels.astype(np.int64), minlength=10))
+    for other in DATASETS:
+        if other != name and counts == _CLASS_COUNTS.get((other, split)):
+            raise DataUnavailableError(
+                f"{folder} holds {_DISPLAY[other]} {split} (its class counts), not {_DISPLAY[name]}: the two datasets' "
+                f"IDX files have the same names; point --data-root at {_DISPLAY[name]}'s files"
+            )
 
 
 def _download_torchvision(name: str, split: str, root: Path) -> ImageDataset:

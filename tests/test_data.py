@@ -99,3 +99,39 @@ def test_a_data_root_without_the_files_never_falls_back_to_another_copy(tmp_path
     with pytest.raises(DataUnavailableError, match=pattern):
         data.load_dataset("fashion-mnist", "test", data_root=root)
     assert len(data.load_dataset("fashion-mnist", "test", log=False)) == 5  # without --data-root the copy is found
+
+
+# MNIST's published class counts (LeCun et al.'s files), and Fashion-MNIST's balance (Xiao et al. 2017).
+MNIST_COUNTS = {"train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+                "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)}
+FASHION_COUNTS = {"train": (6000,) * 10, "test": (1000,) * 10}
+
+
+def _split_with_counts(root, split, counts):
+    """IDX files named as both datasets name them, holding blank images with these class counts."""
+    labels = np.random.default_rng(0).permutation(np.repeat(np.arange(10, dtype=np.uint8), counts))
+    prefix = "train" if split == "train" else "t10k"
+    write_idx(root / f"{prefix}-images-idx3-ubyte", np.zeros((len(labels), 28, 28), np.uint8))
+    write_idx(root / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize(("asked", "held", "counts"), [("mnist", "Fashion-MNIST", FASHION_COUNTS),
+                                                        ("fashion-mnist", "MNIST", MNIST_COUNTS)])
+def test_one_datasets_files_are_never_read_as_the_others(tmp_path, split, asked, held, counts):
+    # both datasets name their files train-images-idx3-ubyte.gz ...: `--dataset mnist --data-root <Fashion-MNIST>`
+    # trained (and lenet-mnist trained its classifier) on Fashion-MNIST, recorded as MNIST
+    root = _split_with_counts(tmp_path, split, counts[split])
+    with pytest.raises(DataUnavailableError) as refused:
+        data.load_dataset(asked, split, data_root=root, log=False)
+    message = str(refused.value)
+    assert f"holds {held} {split}" in message and "--data-root" in message and "\n" not in message, message
+    own = {"MNIST": "mnist", "Fashion-MNIST": "fashion-mnist"}[held]
+    assert len(data.load_dataset(own, split, data_root=root, log=False)) == sum(counts[split])
+
+
+@pytest.mark.skipif(not data.DEBIAN_FASHION_MNIST.is_dir(), reason="needs `apt-get install dataset-fashion-mnist`")
+def test_the_real_fashion_mnist_files_are_not_mnist():
+    with pytest.raises(DataUnavailableError, match="holds Fashion-MNIST test"):
+        data.load_dataset("mnist", "test", data_root=data.DEBIAN_FASHION_MNIST, log=False)
