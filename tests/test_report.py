@@ -221,6 +221,22 @@ def test_curves_and_sample_grids_are_written_for_checkpoint_runs(tmp_path):
     assert f"{group_dir.name}/samples_seed1_epoch30.png" in page and f"{group_dir.name}/curves_" in page
 
 
+def test_a_file_beside_a_checkpoint_that_is_not_a_png_is_left_out_and_said_so(tmp_path):
+    # it was copied into the report, whatever it held, and shown as the run's sample grid
+    root = tmp_path / "run"
+    rows = [row(root, "fid", 3.0 + e, seed=0, epoch=e) for e in (10, 20)]
+    grid = root / "baseline" / "fashion-mnist" / "seed0" / "epoch_0020.png"
+    grid.parent.mkdir(parents=True)
+    grid.write_bytes(b"ssh-rsa AAAA a private note, not an image")
+    store = write(tmp_path / "r.sqlite", rows)
+    out = tmp_path / "reports"
+    assert main(["report", "--results", str(store), "--out", str(out)]) == 0
+    (group_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    assert not [p.name for p in group_dir.iterdir() if p.name.startswith("samples_")]
+    page = (out / "index.html").read_text()
+    assert "epoch_0020.png (seed 0) is not a PNG image; its sample grid is left out" in page
+
+
 def test_protocols_are_never_ranked_in_one_table(tmp_path):
     rows = [row(tmp_path / "a", "fid", 1.0), row(tmp_path / "b", "fid", 2.0, n_generated=200),
             row(tmp_path / "c", "fid", 0.5, extractor="inception")]

@@ -319,16 +319,28 @@ def plot_curves(frame: pd.DataFrame, table: Table, best: Table | None, path: Pat
     return True
 
 
-def latest_grids(frame: pd.DataFrame, group: str, limit: int = 3) -> list[tuple[str, Path]]:
-    """(label, PNG) of the sample grid beside each seed's latest checkpoint, when it is still on disk."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_GRID_BYTES = 16 * 2**20  # a trainer's grid is ~50 KB; anything far larger is not one
+
+
+def latest_grids(frame: pd.DataFrame, group: str, limit: int = 3) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(label, PNG) of the sample grid beside each seed's latest checkpoint, when it is still on disk, and a note for
+    each file under a grid's name that is not a PNG image (it is left out: the report copies nothing unchecked)."""
     part = frame[(frame["group"] == group) & frame["run_epoch"].notna()]
-    grids = []
+    grids, notes = [], []
     for seed, seed_part in by_seed(part, missing=-1):
         last = seed_part.sort_values("run_epoch").iloc[-1]
         png = Path(str(last["source_path"])).with_suffix(".png")
-        if png.is_file():
+        if not png.is_file():
+            continue
+        with open(png, "rb") as f:
+            is_png = f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+        if is_png and png.stat().st_size <= MAX_GRID_BYTES:
             grids.append((f"seed {seed}, epoch {int(last['run_epoch'])}", png))
-    return grids[:limit]
+        else:
+            notes.append(f"{png.name} (seed {seed}) is not a PNG image; its sample grid is left out"
+                         if not is_png else f"{png.name} (seed {seed}) is over {MAX_GRID_BYTES >> 20} MiB; left out")
+    return grids[:limit], notes
 
 
 def run_configs(frame: pd.DataFrame) -> dict[str, str]:
@@ -521,12 +533,14 @@ def _write_files(tmp: Path, frame: pd.DataFrame, tables: list[Table], configs: d
                     curves[(row.group, label)] = f"{folder.name}/{name}"
                 if row.group not in grids:
                     grids[row.group] = []
-                    for label, png in latest_grids(frame, row.group):
+                    samples, grid_notes = latest_grids(frame, row.group)
+                    for label, png in samples:
                         target = folder / f"samples_{label.replace(', ', '_').replace(' ', '')}.png"
                         shutil.copyfile(png, target)
                         grids[row.group].append((f"samples, {label}", f"{folder.name}/{target.name}"))
-                    pairs, notes[row.group] = neighbours.neighbour_grids(frame, row.group, folder)
+                    pairs, neighbour_notes = neighbours.neighbour_grids(frame, row.group, folder)
                     grids[row.group] += [(caption, f"{folder.name}/{name}") for caption, name in pairs]
+                    notes[row.group] = grid_notes + neighbour_notes
                 if not any(folder.iterdir()):
                     folder.rmdir()
     from ganbench.results.comparison import write_comparison  # numpy and scipy: not needed for `ganbench --help`
