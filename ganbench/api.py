@@ -183,15 +183,15 @@ def evaluate(
     loaded = _load(source, where, cfg)
     if loaded.images is not None and loaded.count < cfg.num_samples:
         notes.append(f"{cfg.paths[0]}: {counted(loaded.count, 'image')}, fewer than num_samples {cfg.num_samples}; using all")
+    # The Scorer holds what scoring's helpers read (options, extractor, references); its own loop, which records
+    # failures as rows and goes on, is the sweep's. Here a failure is raised.
+    scorer = Scorer(cfg, built, [ref], references, store=None, device=dev, features=None, log=notes.append)
+    scorer.check_reachable()
     try:
         real = references.get(built, ref)
     except GanbenchError as exc:  # worded as the failed rows of `ganbench eval` say it
         raise type(exc)(f"reference {ref.name}: {one_line(exc, limit=None)}") from exc
     n_real = reference_count(real)
-
-    # The Scorer holds what scoring's helpers read (options, extractor, references); its own loop, which records
-    # failures as rows and goes on, is the sweep's. Here a failure is raised.
-    scorer = Scorer(cfg, built, [ref], references, store=None, device=dev, features=None, log=notes.append)
     wanted = scorer.wanted(ref, [ref])
     unreachable = [m for m in cfg.metrics or () if m not in wanted]
     if unreachable:  # `ganbench eval` notes them beside its other references; here there are none

@@ -122,6 +122,8 @@ class Scorer:
         self._note_unreachable(source, references)
         row.heldout = self._heldouts(references)
         for reference in references:
+            if not self.wanted(reference, references):  # a statistics file under an extractor it serves nothing of
+                continue
             try:
                 real = self.references.get(self.extractor, reference)
             except GanbenchError as exc:
@@ -160,7 +162,7 @@ class Scorer:
         if not computable_or_stored and not failed:
             self.log(f"FAILED {source.label}: no metric can be computed from {loaded.count} sample(s)")
             return Outcome(failed=True)  # nothing to store; it is no 'already stored' skip
-        if not todo and not rows:
+        if not todo and not rows and not failed:
             self.log(f"skip {source.label}: its {self.extractor.name} results are already in {self.cfg.results} "
                      "(--force recomputes)")
             return Outcome(skipped=True)
@@ -245,12 +247,30 @@ class Scorer:
         return {r.name: held.name for r in references if (held := self._heldout(r, references)) is not None}
 
     def check_reachable(self) -> None:
-        """Metrics asked for by name of which no given reference can give any: an option error, before any source."""
-        if self.cfg.metrics is None or not self.given:
+        """Metrics of which no given reference can give any: an option error, before any source. A statistics
+        reference that gives none under this extractor beside others that do: one line, and it is left out."""
+        if not self.given:
             return
+        name = self.extractor.name
+        statistics = [r.name for r in self.given if r.kind == "statistics"]
         if not any(self.wanted(r, self.given) for r in self.given):
+            if statistics and self.cfg.metrics is None:
+                metrics = ", ".join(applicable_metrics(extractor_shape(self.extractor)))
+                raise ConfigError(f"--reference {statistics[0]} holds statistics (mu, sigma), which serve fid only; the "
+                                  f"{name} extractor's metrics ({metrics}) need the reference's features; pass the "
+                                  "reference images, or --metrics fid")
+            if self.cfg.metrics is None:
+                return  # every source will say why in its own line
             raise ConfigError(f"--metrics {', '.join(self.cfg.metrics)}: none can be computed against --reference "
                               f"{', '.join(r.name for r in self.given)}: {UNREACHABLE}")
+
+    def note_statistics(self) -> None:
+        """Say once what each statistics reference serves under this extractor."""
+        for reference in (r for r in self.given if r.kind == "statistics"):
+            wanted = [m for m in self.wanted(reference, self.given) if METRICS[m].needs == "features"]  # not is, classes
+            served = f"{', '.join(wanted)} is computed against it" if wanted else "nothing is computed against it"
+            self.log(f"reference {reference.name} holds statistics (mu, sigma): {served} with the "
+                     f"{self.extractor.name} extractor; the metrics of features need the reference images")
 
     def _note_unreachable(self, source: Source, references: list[Reference]) -> None:
         """Metrics asked for by name that no reference of this source can give: one line, and the rest is computed."""

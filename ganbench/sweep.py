@@ -64,10 +64,6 @@ class Sweep:
         if cfg.generator is not None:
             import_generator_factory(cfg.generator)  # the same for every source: an option error, before any work
         self.device = str(world.device if world.world_size > 1 else resolve_device(cfg.device))  # a rank's own GPU
-        statistics = [r.name for r in self.given if r.kind == "statistics"]
-        if statistics and cfg.metrics is None and world.is_main:
-            self.log(f"reference {statistics[0]} holds statistics (mu, sigma): fid is computed against it, "
-                     "kid and precision/recall/density/coverage need the reference images")
         mine = sources if self.shared else sources[world.rank :: world.world_size]
         emit, held = self.emit, []
         if not world.is_main:
@@ -82,7 +78,10 @@ class Sweep:
                 extractor = world.main_first(lambda options=options, name=extractor_name: build_extractor(name, **options))
                 if cfg.metrics is not None:
                     check_metrics(cfg.metrics, extractor_shape(extractor))  # an option error, before any source
-                    Scorer(cfg, extractor, self.given, references, store, self.device, None, self.log).check_reachable()
+                checking = Scorer(cfg, extractor, self.given, references, store, self.device, None, self.log)
+                checking.check_reachable()
+                if world.is_main:
+                    checking.note_statistics()
                 if self.shared and not world.is_main:
                     self._serve_features(extractor, sources)
                     continue

@@ -139,6 +139,10 @@ def test_a_statistics_reference_gives_fid_and_refuses_metrics_that_need_images(b
     assert "reference_sha256" in by_stats.scores[0].protocol.options
     with pytest.raises(ConfigError, match=r"holds statistics \(mu, sigma\), not images, so kid cannot use it"):
         run(base, base / CHECKPOINT, reference=stats, metrics=["fid", "kid"])
+    # wavelet's fwd needs the reference's features: it said "no metric can be computed from 64 sample(s)"
+    with pytest.raises(ConfigError, match=r"holds statistics \(mu, sigma\), which serve fid only; the wavelet "
+                                          r"extractor's metrics \(fwd\) need the reference's features"):
+        run(base, base / CHECKPOINT, reference=stats, extractor="wavelet")
 
 
 def test_ganbench_evaluate_is_the_function_even_after_the_cli_modules_are_imported():

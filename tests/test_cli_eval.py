@@ -867,7 +867,7 @@ def test_statistics_npz_reference_gives_fid_with_its_sha256_in_the_protocol(ws, 
     capsys.readouterr()
     assert main(eval_args(ws, results, checkpoint, extra=("--reference", str(stats), "--reference", "fashion-mnist:test"))) == 0
     err = capsys.readouterr().err
-    assert "holds statistics (mu, sigma): fid is computed against it" in err
+    assert "holds statistics (mu, sigma): fid is computed against it with the lenet-fashion-mnist extractor" in err
     rows = stored(results)
     against_stats = {r["metric"]: r for r in rows if r["reference_name"] == str(stats)}
     against_images = {r["metric"]: r for r in rows if r["reference_name"] == "fashion-mnist:test"}
@@ -902,6 +902,38 @@ def test_statistics_reference_with_metrics_that_need_features_is_an_option_error
     err = capsys.readouterr().err.strip()
     assert re.fullmatch(r"ganbench: error: --reference .*stats\.npz holds statistics \(mu, sigma\), not images, so kid "
                         r"cannot use it .*", err), err
+
+
+def test_a_statistics_reference_that_serves_none_of_the_extractors_metrics_is_an_option_error(ws, tmp_path, capsys):
+    # wavelet's metric (fwd) needs the reference's features: it printed FAILED, then a false "skip: already in the
+    # store", stored nothing and exited 0
+    stats = tmp_path / "stats.npz"
+    np.savez(stats, mu=np.zeros(3), sigma=np.eye(3))
+    results = tmp_path / "r.sqlite"
+    capsys.readouterr()
+    args = eval_args(ws, results, ws.checkpoints[0], extra=("--reference", str(stats)))
+    args[args.index("--extractor") + 1] = "wavelet"
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "already in" not in err, err
+    assert f"--reference {stats} holds statistics (mu, sigma), which serve fid only; the wavelet extractor's " \
+           "metrics (fwd) need the reference's features" in err, err
+    assert not results.exists() or not stored(results)
+
+
+def test_a_statistics_reference_beside_an_image_reference_is_left_out_where_it_serves_nothing(ws, tmp_path, capsys):
+    stats = tmp_path / "stats.npz"
+    np.savez(stats, mu=np.zeros(3), sigma=np.eye(3))  # 3-d: would fail to load against 3,072-d wavelet features
+    results = tmp_path / "r.sqlite"
+    capsys.readouterr()
+    args = eval_args(ws, results, ws.checkpoints[0], extra=("--reference", str(stats), "--reference", "fashion-mnist:test"))
+    args[args.index("--extractor") + 1] = "wavelet"
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "FAILED" not in err and f"reference {stats} holds statistics (mu, sigma): nothing is computed against it " \
+                                    "with the wavelet extractor" in err, err
+    assert {(r["reference_name"], r["metric"], r["status"]) for r in stored(results)} == {
+        ("fashion-mnist:test", "fwd", "ok")}
 
 
 def test_a_source_too_small_for_any_metric_is_a_failure_row_never_already_stored(ws, tmp_path, capsys):
