@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ import torch
 
 from ganbench import __version__
 from ganbench.config import EvalConfig
-from ganbench.errors import ConfigError, GanbenchError, SampleError, counted, one_line
+from ganbench.errors import ConfigError, GanbenchError, GanbenchWarning, SampleError, counted, one_line
 from ganbench.features.extract import FeatureSet
 from ganbench.metric_values import MetricValue, applicable_metrics, metric_options, metrics_from_features
 from ganbench.metrics.registry import METRICS
@@ -72,7 +73,12 @@ def samples(loaded: Loaded, cfg: EvalConfig, rows: tuple[int, int], device: str,
     if loaded.images is not None:
         return loaded.images[rows[0] : rows[1]]
     module, latent_dim = loaded.generator
-    return generate(module, latent_dim, loaded.count, cfg.seed, cfg.batch_size, device, progress, rows=rows)
+    images = generate(module, latent_dim, loaded.count, cfg.seed, cfg.batch_size, device, progress, rows=rows)
+    if loaded.run.get("kind") == "generator" and images.numel() and int(images.min()) >= 127:
+        warnings.warn(f"generator output is never negative (pixels {int(images.min())}..{int(images.max())} of 255): "
+                      "ganbench reads a generator's output as [-1, 1] (tanh), -1 black, so [0, 1] images are scored "
+                      "washed out to grey; if yours outputs [0, 1], return 2 * x - 1", GanbenchWarning, stacklevel=2)
+    return images
 
 
 @dataclass

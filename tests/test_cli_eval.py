@@ -34,6 +34,7 @@ import torch
 from conftest import make_idx_split
 
 from ganbench.cli import main
+from ganbench.errors import GanbenchWarning
 from ganbench.results import Protocol, ResultRow, ResultsStore, RunInfo
 from ganbench.samples import file_sha256
 
@@ -67,6 +68,15 @@ def make():
 
 def make_nan():
     return Tiny(poison=True), 100
+
+
+class ZeroOne(Tiny):
+    def forward(self, z):
+        return torch.sigmoid(self.linear(z))  # [0, 1] images, where ganbench reads [-1, 1]
+
+
+def make_zero_one():
+    return ZeroOne(), 100
 
 
 class Broken(Tiny):
@@ -547,6 +557,20 @@ def test_nan_generator_output_is_a_failure_not_a_number(ws, tmp_path, user_gener
     rows = stored(results)
     assert rows and sorted(r["metric"] for r in rows) == sorted(ALL_METRICS)
     assert all(r["status"] == "failed" and r["value"] is None and "NaN" in r["error"] for r in rows)
+
+
+def test_a_generator_whose_output_is_never_negative_is_warned_about(ws, tmp_path, user_generator, capsys):
+    # [0, 1] output was read as [-1, 1] without a word: every image washed out to grey, FID 480 instead of 9
+    results = tmp_path / "r.sqlite"
+    args = eval_args(ws, results, user_generator, extra=("--generator", f"{USER_MODULE}:make_zero_one", "--metrics", "fid"))
+    with pytest.warns(GanbenchWarning, match=r"generator output is never negative .*reads a generator's output as "
+                                             r"\[-1, 1\] .*return 2 \* x - 1"):
+        assert main(args) == 0
+    assert [r["status"] for r in stored(results)] == ["ok"]  # scored as given: a warning, not a refusal
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a tanh generator says nothing
+        assert main(eval_args(ws, tmp_path / "r2.sqlite", user_generator,
+                              extra=("--generator", f"{USER_MODULE}:make", "--metrics", "fid"))) == 0
 
 
 @pytest.mark.parametrize("factory,reason", [

@@ -58,7 +58,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="checkpoint files or folders (searched recursively), image folders, .npz")
     p.add_argument("--generator", metavar="MODULE:CALLABLE",
-                   help="your generator: a callable returning (nn.Module, latent_dim); PATHs are then its state-dict files")
+                   help="your generator: a callable returning (nn.Module, latent_dim); PATHs are then its state-dict "
+                   "files. The module maps z ~ N(0, I), shape (B, latent_dim), to images in [-1, 1] (tanh)")
     p.add_argument("--reference", action="append", metavar="DATASET:SPLIT|FOLDER|NPZ",
                    help="what to compare with (repeatable; default: the checkpoint's dataset, DATASET:train:10000 for "
                    "selection and DATASET:test for reporting)")
