@@ -81,8 +81,15 @@ def source_sha256(source: Source) -> str:
     return digest.hexdigest()
 
 
+def _visible_files(folder: Path, pattern: str = "*") -> list[Path]:
+    """Files under `folder` (searched recursively), sorted, leaving out hidden ones: any name below `folder` that
+    starts with '.' (a Jupyter .ipynb_checkpoints copy, macOS ._ resource forks, .cache folders)."""
+    return sorted(p for p in folder.rglob(pattern)
+                  if not any(part.startswith(".") for part in p.relative_to(folder).parts) and p.is_file())
+
+
 def _folder_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return [p for p in _visible_files(folder) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def _found_files(folder: Path) -> str:
@@ -113,7 +120,7 @@ def discover_sources(paths: list[str], generator: str | None = None) -> list[Sou
         elif path.is_file():
             sources.append(Source("checkpoint", path, _run_from_path(path)))
         else:
-            checkpoints = sorted(p for p in path.rglob("epoch_[0-9][0-9][0-9][0-9].pt") if p.is_file())
+            checkpoints = _visible_files(path, "epoch_[0-9][0-9][0-9][0-9].pt")
             if checkpoints:
                 sources += [Source("checkpoint", p, _run_from_path(p)) for p in checkpoints]
             elif _folder_images(path):

@@ -239,6 +239,25 @@ def test_folder_limit_decodes_only_the_first_images(tmp_path):
         load_folder_images(tmp_path / "f")
 
 
+def test_hidden_files_and_folders_are_not_samples(tmp_path):
+    # a Jupyter .ipynb_checkpoints copy sorted first: 5 duplicates scored, 5 real images dropped, no word said;
+    # macOS's ._a.png resource forks failed the source
+    images = _images(4)
+    folder = tmp_path / "f"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    (folder / "sub").mkdir()
+    for i, image in enumerate(images[:3]):
+        Image.fromarray(image).save(folder / f"{i}.png")
+        Image.fromarray(image).save(folder / ".ipynb_checkpoints" / f"{i}-checkpoint.png")
+    Image.fromarray(images[3]).save(folder / "sub" / "3.png")  # visible subfolders are still searched
+    (folder / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert torch.equal(load_folder_images(folder), torch.from_numpy(images[:, None]))
+    (only_hidden := tmp_path / "g" / ".cache").mkdir(parents=True)
+    Image.fromarray(images[0]).save(only_hidden / "a.png")
+    with pytest.raises(ConfigError, match=r"holds no ganbench checkpoints .* and no images"):
+        discover_sources([str(tmp_path / "g")])
+
+
 def _png(width: int, height: int, bit_depth: int, colour_type: int, raw: bytes) -> bytes:
     """A PNG written chunk by chunk, so its header can claim any size."""
     def chunk(kind: bytes, data: bytes) -> bytes:
