@@ -448,6 +448,10 @@ def _to_8bit(image, path: Path) -> np.ndarray:
         values = np.asarray(image)
         if image.mode == "I" and (values.min() < 0 or values.max() > 65535):
             raise SampleError(f"image {path} holds 32-bit values outside 0..65535; expected 8- or 16-bit images")
+        if 0 < values.max() <= 255:  # the high byte kept below would be 0 everywhere: a black image
+            raise SampleError(f"image {path} is 16-bit but holds only values 0..255 (8-bit pixels saved in a 16-bit "
+                              "file?); ganbench keeps a 16-bit image's high byte, which here is 0 everywhere: save it "
+                              "as 8-bit")
         return (values >> 8).astype(np.uint8)  # the high byte, as Pillow decodes 16-bit colour PNGs
     if image.mode == "F":
         raise SampleError(f"image {path} holds 32-bit floats; expected 8- or 16-bit images")

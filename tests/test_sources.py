@@ -308,6 +308,21 @@ def test_16_bit_images_keep_their_high_byte(tmp_path):
     assert torch.equal(load_folder_images(tmp_path / "rgb"), expected.expand(1, 3, 2, 8))
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_a_16_bit_image_holding_only_8_bit_values_is_refused_not_read_black(tmp_path, mode):
+    # 8-bit pixels saved in a 16-bit file (Image.fromarray(x.astype(np.uint16))): the high byte is 0 everywhere, and
+    # the folder was scored as black images (FID 561 instead of 24) without a word
+    eight_bit = _images(1)[0].astype(np.uint16 if mode == "I;16" else np.int32)
+    (tmp_path / "f").mkdir()
+    Image.fromarray(eight_bit).save(tmp_path / "f" / ("a.png" if mode == "I;16" else "a.tif"))
+    with pytest.raises(SampleError, match=r"is 16-bit but holds only values 0\.\.255 .*8-bit pixels saved in a 16-bit "
+                                          r"file\?.*save it as 8-bit"):
+        load_folder_images(tmp_path / "f")
+    (tmp_path / "black").mkdir()  # a black 16-bit image is black either way
+    Image.fromarray(np.zeros((8, 8), np.uint16)).save(tmp_path / "black" / "a.png")
+    assert load_folder_images(tmp_path / "black").max() == 0
+
+
 # -- generation: one reduction to check, the same images -----------------------------------------------------------
 
 
