@@ -237,6 +237,24 @@ def test_a_file_beside_a_checkpoint_that_is_not_a_png_is_left_out_and_said_so(tm
     assert "epoch_0020.png (seed 0) is not a PNG image; its sample grid is left out" in page
 
 
+def test_a_source_rescored_with_other_content_is_reported_by_its_latest_content_only(tmp_path):
+    # a folder refilled with other images and scored again: the 'best' table kept the FID of the images that were
+    # gone (23.59, ranked #1) beside the 'final' table's 757.7
+    folder = str(tmp_path / "sw")
+    protocol = Protocol(extractor="lenet-fashion-mnist", weights_sha256="ab" * 32, preprocessing="lenet-28-gray-unit",
+                        n_generated=100, n_reference=100, reference_name=TEST, reference_split="test", seed=0,
+                        metric_protocol_version=1)
+    rows = [ResultRow(metric="fid", protocol=protocol, source_path=folder, source_sha256=sha * 64, value=value,
+                      run=RunInfo(kind="folder"), created_at=when)
+            for sha, value, when in (("a", 23.59, "2026-11-30T09:00:00+00:00"), ("b", 757.7, "2026-11-30T10:00:00+00:00"))]
+    rows.append(row(tmp_path, "fid", 40.0))  # another group, untouched
+    tables = build_tables(frame(write(tmp_path / "r.sqlite", rows)))
+    for table in tables:
+        (mine,) = [r for r in table.rows if r.group == folder]
+        assert tuple(mine.metrics["fid"].values) == (757.7,), (table.rule, mine.metrics["fid"].values)
+        assert any("1 source was scored again with other content" in note for note in table.notes), table.notes
+
+
 def test_protocols_are_never_ranked_in_one_table(tmp_path):
     rows = [row(tmp_path / "a", "fid", 1.0), row(tmp_path / "b", "fid", 2.0, n_generated=200),
             row(tmp_path / "c", "fid", 0.5, extractor="inception")]

@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ganbench.errors import counted
 from ganbench.metrics.registry import METRICS
 from ganbench.protocol import SELECTION_SUBSET_SEED, SELECTION_SUBSET_SIZE, selection_reference
 from ganbench.train.zoo import MODELS  # the model names (plain data, no torch)
@@ -209,7 +210,7 @@ def build_tables(frame: pd.DataFrame, *, select_metric: str = "fid", select_on: 
     """The leaderboards of a `tidy()` frame: per reporting protocol, a 'final' and a 'best' table.
 
     `select_on` overrides the selection reference (default: `selection_reference(dataset)` per group)."""
-    ok = frame[frame["status"] == "ok"]
+    ok, superseded = _latest_content(frame)
     reporting = ok[ok["reference_role"] == "reporting"] if select_on is None else ok[ok["reference_name"] != select_on]
     tables = []
     for pid, part in _protocol_order(reporting):
@@ -227,7 +228,23 @@ def build_tables(frame: pd.DataFrame, *, select_metric: str = "fid", select_on: 
             versions = tuple(sorted(set(part["ganbench_version"].dropna().astype(str))))
             tables.append(Table(str(pid), protocol, rule, _rule_text(rule, select_metric, select_on, protocol), versions,
                                 metrics, rows))
+            if dropped := superseded.get(str(pid)):
+                tables[-1].notes.append(
+                    f"{counted(dropped, 'source')} {'was' if dropped == 1 else 'were'} scored again with other content "
+                    "(a file or folder rewritten): only the latest content of each is reported; results.csv keeps "
+                    "every row")
     return tables
+
+
+def _latest_content(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The successful rows of each source path's most recently scored content (failed or not), and per protocol id
+    how many paths lost older content: a file or folder rewritten and scored again no longer holds what its older
+    rows measured."""
+    newest = frame.sort_values("created_at").groupby("source_path", sort=False)["source_sha256"].last()
+    current = frame["source_sha256"] == frame["source_path"].map(newest)
+    ok = frame["status"] == "ok"
+    stale = frame[ok & ~current]
+    return frame[ok & current], {str(pid): int(part["source_path"].nunique()) for pid, part in stale.groupby("protocol_id")}
 
 
 def _rule_text(rule: str, select_metric: str, select_on: str | None, protocol: dict) -> str:
