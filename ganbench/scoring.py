@@ -169,7 +169,11 @@ class Scorer:
             self.log(f"FAILED {source.label}: no metric can be computed from {loaded.count} sample(s)")
             return Outcome(failed=True)  # nothing to store; it is no 'already stored' skip
         if not todo and not rows and not failed:
-            self.log(f"skip {source.label}: its {self.extractor.name} results are already in {self.cfg.results} "
+            # results are keyed by content: a copy of a scored source is that source's rows, under its path
+            paths = sorted({r["source_path"] for r in self.store.rows(source_sha256=sha, status="ok")})
+            whose = ("its" if not paths or str(source.path) in paths
+                     else f"the same content as {', '.join(paths[:2])}{', ...' if len(paths) > 2 else ''}, whose")
+            self.log(f"skip {source.label}: {whose} {self.extractor.name} results are already in {self.cfg.results} "
                      "(--force recomputes)")
             return Outcome(skipped=True)
 

@@ -1029,3 +1029,19 @@ def test_a_folder_of_one_image_says_one_image(ws, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{folder}: 1 image, fewer than --num-samples 64; using all" in err, err
     assert "1 images" not in err
+
+
+def test_a_copy_of_a_scored_source_is_skipped_naming_the_source_it_copies(ws, tmp_path, capsys):
+    # results are keyed by content: "skip gb: its results are already in the store" read as if gb had been scored
+    from PIL import Image
+
+    images = np.random.default_rng(0).integers(0, 256, size=(8, 28, 28), dtype=np.uint8)
+    for name in ("ga", "gb"):
+        (tmp_path / name).mkdir()
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(tmp_path / name / f"{i}.png")
+    results = tmp_path / "r.sqlite"
+    capsys.readouterr()
+    assert main(eval_args(ws, results, tmp_path / "ga", tmp_path / "gb", extra=("--metrics", "fid"))) == 0
+    err = capsys.readouterr().err
+    assert f"skip {tmp_path / 'gb'}: the same content as {tmp_path / 'ga'}, whose {EXTRACTOR} results are already in" in err, err
