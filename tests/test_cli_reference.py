@@ -126,3 +126,11 @@ def test_stats_out_in_a_read_only_folder_is_refused(tiny_data_root, tmp_path, ca
     finally:
         folder.chmod(0o700)
     assert re.search(r"--stats-out \S+ is not writable \(\S+: Permission denied\)", capsys.readouterr().err)
+
+
+def test_reference_help_names_no_flag_it_does_not_have(capsys):
+    # it said "vgg16 when --metrics asks for precision and/or recall only": reference has no --metrics
+    with pytest.raises(SystemExit):
+        main(["reference", "--help"])
+    out = capsys.readouterr().out
+    assert "--metrics" not in out and "default: inception" in out

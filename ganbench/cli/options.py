@@ -24,12 +24,14 @@ PRECISION_HELP = (
 )
 
 
-def add_extractor_flags(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
+def add_extractor_flags(parser: argparse.ArgumentParser, multiple: bool = False, metrics: bool = True) -> None:
+    """The extractor flags; `metrics`: the command has --metrics, which can change the default extractor."""
     names = ", ".join(f"{name} ({description})" for name, (_, description) in EXTRACTORS.items())
+    default = ("default: inception; vgg16 when --metrics asks for precision and/or recall only, as torch-fidelity's "
+               "prc and Kynkaanniemi et al. compute them" if metrics else "default: inception")
     parser.add_argument(
         "--extractor", metavar="NAME[,NAME]" if multiple else "NAME",
-        help=f"feature extractor (default: inception; vgg16 when --metrics asks for precision and/or recall only, as "
-        f"torch-fidelity's prc and Kynkaanniemi et al. compute them); one of: {names}",
+        help=f"feature extractor ({default}); one of: {names}",
     )
     parser.add_argument(
         "--inception-weights", metavar="PATH",

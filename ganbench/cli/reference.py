@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data-root", metavar="DIR", help="a folder holding the dataset's IDX files")
     p.add_argument("--stats-out", metavar="FILE.npz", help="also write mu and sigma of the features")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_extractor_flags(p, multiple=True)
+    add_extractor_flags(p, multiple=True, metrics=False)
     p.set_defaults(run=run)
 
 
