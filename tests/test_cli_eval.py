@@ -1045,3 +1045,18 @@ def test_a_copy_of_a_scored_source_is_skipped_naming_the_source_it_copies(ws, tm
     assert main(eval_args(ws, results, tmp_path / "ga", tmp_path / "gb", extra=("--metrics", "fid"))) == 0
     err = capsys.readouterr().err
     assert f"skip {tmp_path / 'gb'}: the same content as {tmp_path / 'ga'}, whose {EXTRACTOR} results are already in" in err, err
+
+
+def test_the_table_shows_bootstrap_intervals_when_asked_for(ws, tmp_path, capsys):
+    # --bootstrap stored intervals that the default table did not show, so the flag looked ignored
+    capsys.readouterr()
+    assert main([a for a in eval_args(ws, tmp_path / "r.sqlite", ws.checkpoints[-1],
+                                       extra=("--metrics", "fid,is", "--bootstrap", "5")) if a != "--quiet"]) == 0
+    out = capsys.readouterr().out
+    header, *lines = out.strip().splitlines()
+    assert "95% interval" in header
+    (fid,) = [line for line in lines if " fid " in line]
+    (row,) = [r for r in stored(tmp_path / "r.sqlite") if r["metric"] == "fid"]
+    assert f"[{row['ci_low']:.4g}, {row['ci_high']:.4g}]" in fid, out
+    assert main(eval_args(ws, tmp_path / "r2.sqlite", ws.checkpoints[-1], extra=("--metrics", "fid"))) == 0
+    assert "95% interval" not in capsys.readouterr().out  # no column without --bootstrap

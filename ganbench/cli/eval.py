@@ -148,11 +148,16 @@ def _sweep(cfg: EvalConfig, group) -> int:
 
 
 def _table(results: list[dict]) -> str:
-    lines = [f"{'source':48} {'metric':16} {'value':>12} {'std':>10} {'reference':22} {'n':>6} status"]
+    """The rows as a plain table; a '95% interval' column when some row has one (--bootstrap)."""
+    intervals = any(r["ci_low"] is not None for r in results)
+    ci_head = f" {'95% interval':>22}" if intervals else ""
+    lines = [f"{'source':48} {'metric':16} {'value':>12} {'std':>10}{ci_head} {'reference':22} {'n':>6} status"]
     for r in results:
         value = "-" if r["value"] is None else f"{r['value']:.6g}"
         std = "" if r["std"] is None else f"{r['std']:.3g}"
+        ci = "" if r["ci_low"] is None else f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]"
+        ci = f" {ci:>22}" if intervals else ""
         source = r["source"] if len(r["source"]) <= 48 else "..." + r["source"][-45:]
         reference, n = r["reference"], r["num_samples"]
-        lines.append(f"{source:48} {r['metric']:16} {value:>12} {std:>10} {reference:22} {n:>6} {r['status']}")
+        lines.append(f"{source:48} {r['metric']:16} {value:>12} {std:>10}{ci} {reference:22} {n:>6} {r['status']}")
     return "\n".join(lines)

@@ -1,13 +1,18 @@
 """Bootstrap confidence intervals for FID and precision/recall/density/coverage (opt-in: K times the cost).
 
 Both feature sets are resampled with replacement (sizes kept) K times from a
-`numpy.random.default_rng(seed)`; each metric is recomputed on every resample, and the interval is
-the (1 - level) / 2 and (1 + level) / 2 percentiles of those values, with their std (ddof 1).
+`numpy.random.default_rng(seed)`; each metric is recomputed on every resample, and its std (ddof 1) is
+the spread of those values.
 
-Caveat for the k-NN metrics: a resample repeats samples, and a repeated sample is its own nearest
-neighbour at distance 0, which shrinks the k-NN balls. PRDC values on resamples are therefore biased
-(precision, recall and coverage down, mostly); read these intervals as the spread of the estimate,
-not as bias-corrected bounds. FID has no such effect beyond the usual bootstrap bias.
+A resample repeats samples, which biases every one of these metrics: FID rises (fewer distinct samples, and
+FID's bias grows as N falls), and a repeated sample is its own nearest neighbour at distance 0, which shrinks
+the k-NN balls (precision, recall and coverage fall). The shift is often larger than the spread: at N = 200,
+D = 32 the plain percentile interval of FID 4.05 was [6.37, 7.61], of coverage 0.785 [0.455, 0.688], neither
+holding the estimate it describes. So the interval is the (1 - level) / 2 and (1 + level) / 2 percentiles moved
+by the bootstrap estimate of that bias, mean(resamples) - estimate (Efron and Tibshirani 1993, ch. 10),
+then clamped to the metric's range: centred where the estimate is, as wide as the resamples spread. Read it as
+the sampling spread of the estimate, not as bounds on the metric's population value (FID's own bias in N
+remains; the sample-size sweeps and FD-infinity address that).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from ganbench.metrics.fid import _statistics, frechet_distance
 from ganbench.metrics.manifold import DEFAULT_CHUNK, knn_metrics
 
 BOOTSTRAP_METRICS = ("fid", "precision", "recall", "density", "coverage")
+_RANGES = {"fid": (0.0, np.inf), "precision": (0.0, 1.0), "recall": (0.0, 1.0), "density": (0.0, np.inf),
+           "coverage": (0.0, 1.0)}
 
 
 class Interval(NamedTuple):
@@ -63,6 +70,11 @@ def bootstrap_intervals(
     rng = np.random.default_rng(check_seed(seed))
     pr_k = (pr_k or nearest_k) if {"precision", "recall"} & set(metrics) else None
     dc_k = (dc_k or nearest_k) if {"density", "coverage"} & set(metrics) else None
+    estimates: dict[str, float] = {}
+    if "fid" in metrics:
+        estimates["fid"] = frechet_distance(*_statistics(real), *_statistics(fake))
+    if pr_k or dc_k:
+        estimates.update(knn_metrics(real, fake, pr_k, dc_k, chunk_size=chunk_size))
     values: dict[str, list[float]] = {m: [] for m in metrics}
     for _ in range(resamples):
         r = real[torch.from_numpy(rng.integers(0, len(real), len(real))).to(real.device)]
@@ -77,6 +89,9 @@ def bootstrap_intervals(
     tail = 100.0 * (1.0 - level) / 2.0
     out = {}
     for name, v in values.items():
-        low, high = np.percentile(v, [tail, 100.0 - tail])
-        out[name] = Interval(float(low), float(high), float(np.std(v, ddof=1)))
+        bias = float(np.mean(v)) - estimates[name]
+        low, high = np.percentile(v, [tail, 100.0 - tail]) - bias
+        floor, ceiling = _RANGES[name]
+        out[name] = Interval(float(np.clip(low, floor, ceiling)), float(np.clip(high, floor, ceiling)),
+                             float(np.std(v, ddof=1)))
     return out
