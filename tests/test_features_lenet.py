@@ -146,7 +146,8 @@ def test_lenet_mnist_offline_without_cache_says_how_to_fix(isolated_cache):
     with pytest.raises(
         DataUnavailableError,
         match=r"lenet-mnist needs weights trained on MNIST: none cached at .*lenet-mnist\.pt and MNIST could not be "
-        r"loaded .*network is unreachable.*Fix: go online once.*--data-root DIR.*lenet-fashion-mnist",
+        r"loaded .*network is unreachable.*Fix: go online once.*--data-root DIR` with MNIST.s files in DIR \(it writes "
+        r".*lenet-mnist\.pt\), or use --extractor lenet-fashion-mnist; in Python, build_extractor\(.lenet-mnist., weights=FILE\)",
     ):
         build_extractor("lenet-mnist")
     assert not (isolated_cache / "lenet-mnist.pt").exists()

@@ -198,8 +198,9 @@ def lenet_mnist_trained_on_first_use(
         except DataUnavailableError as exc:
             raise DataUnavailableError(
                 f"lenet-mnist needs weights trained on MNIST: none cached at {cached} and MNIST could not be loaded to "
-                f"train them ({exc}). Fix: go online once (ganbench trains and caches them), run "
-                f"`ganbench train classifier --dataset mnist --data-root DIR`, pass weights=FILE, or use --extractor "
-                "lenet-fashion-mnist"
+                f"train them ({exc}). Fix: go online once (ganbench trains and caches them), or run "
+                f"`ganbench train classifier --dataset mnist --data-root DIR` with MNIST's files in DIR (it writes "
+                f"{cached}), or use --extractor lenet-fashion-mnist; in Python, build_extractor('lenet-mnist', "
+                "weights=FILE)"
             ) from exc
     return lenet.build_lenet_mnist(cached, device)
