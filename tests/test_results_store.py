@@ -427,3 +427,20 @@ def test_damage_found_after_opening_is_one_line_too(store: ResultsStore, monkeyp
         with pytest.raises(ResultsStoreError, match=CORRUPT):
             action()
 
+
+
+def test_a_new_store_on_a_full_disk_says_so_and_leaves_no_empty_file(tmp_path: Path, monkeypatch):
+    # it said "cannot be read as a results store (database or disk is full)" and left a 0-byte file behind
+    def full(self):
+        exc = sqlite3.OperationalError("database or disk is full")
+        exc.sqlite_errorcode = 13  # SQLITE_FULL
+        raise exc
+
+    monkeypatch.setattr(ResultsStore, "_create_schema", full)
+    path = tmp_path / "new.sqlite"
+    with pytest.raises(ResultsStoreError) as refused:
+        ResultsStore(path)
+    message = str(refused.value)
+    assert message.startswith(f"cannot write to {path} (database or disk is full); free disk space"), message
+    assert "cannot be read" not in message
+    assert not path.exists() and not list(tmp_path.iterdir())  # no empty store (nor -wal/-shm) left behind

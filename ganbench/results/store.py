@@ -25,7 +25,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -49,6 +49,7 @@ _UPSERT = (
     + " WHERE results.status = 'failed' OR (excluded.status = 'ok' AND :replace)"
 )
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
+_SQLITE_CANNOT_WRITE = (8, 10, 13)  # READONLY, IOERR, FULL
 
 
 def _primary_code(exc: sqlite3.Error) -> int | None:
@@ -69,6 +70,10 @@ def _corrupt(path: Path, detail: str) -> ResultsStoreError:
         f"{path} is corrupt (sqlite: {one_line(detail, 120)}); restore it from a backup, or pass a new --results "
         "path and re-run `ganbench eval` to rebuild it"
     )
+
+
+def _cannot_write(path: Path, exc: sqlite3.Error) -> ResultsStoreError:
+    return ResultsStoreError(f"cannot write to {path} ({exc}); free disk space or pass a writable --results path")
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -110,6 +115,15 @@ class ResultsStore:
             except OSError as exc:
                 raise ResultsStoreError(f"{self.path}: cannot create its folder ({exc}); pass a writable --results path") from exc
         self._conn: sqlite3.Connection | None = None
+        new_file = not self.path.exists()
+        try:
+            self._open(read_only)
+        except BaseException:
+            if new_file:
+                self._remove_empty_new_file()
+            raise
+
+    def _open(self, read_only: bool) -> None:
         for mode in ("ro", "immutable") if read_only else ("rw",):
             self.close()
             wal = self.path.with_name(self.path.name + "-wal")
@@ -128,6 +142,21 @@ class ResultsStore:
             except BaseException:
                 self.close()
                 raise
+
+    def _remove_empty_new_file(self) -> None:
+        """A store this call created but could not initialise (a full disk): leave no empty file behind. Only a file
+        without a single table goes, so that a store another process created meanwhile is never touched."""
+        self.close()
+        if not self.path.is_file():
+            return
+        try:
+            with closing(sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+                if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    return
+        except sqlite3.Error:
+            return
+        for leftover in (self.path, self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm")):
+            leftover.unlink(missing_ok=True)
 
     def _connect(self, mode: str) -> sqlite3.Connection:
         """isolation_level=None: no implicit transactions; every write goes through transaction()."""
@@ -176,6 +205,8 @@ class ResultsStore:
                 raise  # retried by the caller
             if _is_corrupt(exc):
                 raise _corrupt(self.path, str(exc)) from exc
+            if not self.read_only and _primary_code(exc) in _SQLITE_CANNOT_WRITE:
+                raise _cannot_write(self.path, exc) from exc
             what = "is not a SQLite database" if _primary_code(exc) == _SQLITE_NOTADB else "cannot be read as a results store"
             raise ResultsStoreError(f"{self.path} {what} ({exc}); pass a different --results path") from exc
 
@@ -282,8 +313,7 @@ class ResultsStore:
                 raise
             if _is_corrupt(exc):
                 raise _corrupt(self.path, str(exc)) from exc
-            hint = "free disk space or pass a writable --results path"
-            raise ResultsStoreError(f"cannot write to {self.path} ({exc}); {hint}") from exc
+            raise _cannot_write(self.path, exc) from exc
 
     # -- reading ---------------------------------------------------------------------------------
 
