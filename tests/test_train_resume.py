@@ -251,3 +251,20 @@ def test_a_resume_state_that_does_not_fit_the_networks_is_refused_in_one_line(da
     assert main(_args(data_root, tmp_path, "--resume")) == 2
     _last_error(capsys, r"resume\.pt" + r".*" + pattern)
 
+
+
+def test_resume_never_trains_over_checkpoints_it_cannot_continue(data_root, tmp_path, capsys):
+    # every checkpoint skipped (a newer format; no optimiser state): --resume trained from scratch over them, exit 0,
+    # and the originals were gone
+    assert main(_args(data_root, tmp_path, "--checkpoint-every", "1")) == 0
+    run = tmp_path / "baseline" / "fashion-mnist" / "seed0"
+    (run / "resume.pt").unlink()
+    for path in run.glob("epoch_*.pt"):
+        state = torch.load(path, weights_only=True)
+        torch.save({k: v for k, v in state.items() if k not in ("optimizer_g", "optimizer_d", "discriminator")}, path)
+    before = {p.name: p.read_bytes() for p in run.glob("epoch_*.pt")}
+    capsys.readouterr()
+    assert main(_args(data_root, tmp_path, "--resume", "--epochs", "3")) == 2
+    _last_error(capsys, r"--resume: .*seed0 holds checkpoints none of which can be continued .*; training from the "
+                        r"start would overwrite them: move them away or choose another --out")
+    assert {p.name: p.read_bytes() for p in run.glob("epoch_*.pt")} == before

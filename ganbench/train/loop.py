@@ -44,6 +44,7 @@ from ganbench.config import BaselineConfig, ZooConfig, check_writable_dir
 from ganbench.data import ImageDataset, load_dataset
 from ganbench.devices import resolve_device
 from ganbench.errors import CheckpointError, ConfigError, one_line
+from ganbench.safeload import load_tensors
 from ganbench.train import checkpoint as ckpt
 from ganbench.train.losses import LOSSES, gradient_penalty
 from ganbench.train.models import images_to_model, make_networks, model_to_images
@@ -182,6 +183,19 @@ def find_resume_checkpoint(run_dir: Path) -> ResumePoint | None:
     return best
 
 
+def _readable_checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoint files in `run_dir` that hold data (they load, whatever their fields): --resume may write over
+    a corrupt one, never over one of these."""
+    readable = []
+    for path in ([run_dir / RESUME_NAME] if (run_dir / RESUME_NAME).is_file() else []) + ckpt.find_checkpoints(run_dir):
+        try:
+            load_tensors(path, "checkpoint")
+        except (CheckpointError, OSError):
+            continue
+        readable.append(path)
+    return readable
+
+
 def check_fresh_run(cfg: BaselineConfig) -> None:
     """Without --resume a run folder must hold no checkpoint, readable or not: training would overwrite them."""
     run_dir = cfg.run_dir
@@ -195,8 +209,9 @@ def check_fresh_run(cfg: BaselineConfig) -> None:
 def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, ResumePoint | None]:
     """Every check that can fail, before anything is written: data, sizes, output dir, resume state.
 
-    With `resume`, a run folder without a readable checkpoint starts from scratch (so one --resume command
-    finishes every seed of an interrupted --seeds call); without it, a folder holding checkpoints is refused.
+    With `resume`, a run folder without checkpoints starts from scratch (so one --resume command finishes every
+    seed of an interrupted --seeds call), and one whose checkpoints all cannot be continued is refused (training
+    would overwrite them); without it, a folder holding checkpoints is refused.
     """
     check_writable_dir(cfg.out, "--out")
     dataset = load_dataset(cfg.dataset, "train", cfg.data_root).head(cfg.max_train_images)
@@ -209,6 +224,9 @@ def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, Resume
         check_fresh_run(cfg)
         return dataset, None
     point = find_resume_checkpoint(run_dir) if run_dir.is_dir() else None
+    if point is None and run_dir.is_dir() and _readable_checkpoints(run_dir):
+        raise ConfigError(f"--resume: {run_dir} holds checkpoints none of which can be continued (see the notes above); "
+                          "training from the start would overwrite them: move them away or choose another --out")
     if point is None:
         print(f"ganbench: --resume: no usable checkpoint in {run_dir}; training it from the start", file=sys.stderr)
         return dataset, None
