@@ -236,3 +236,19 @@ def test_ganbench_eval_scores_every_zoo_model_as_its_own_group(data_root, zoo_ou
     assert all(math.isfinite(r["value"]) for r in rows)
     groups = {group_of(r["source_path"], r["run_kind"], r["run_dataset"]) for r in rows}
     assert groups == {str(zoo_out / model / "fashion-mnist") for model in ZOO}
+
+
+@pytest.mark.parametrize("images,batch", [(65, 64), (64, 1)])
+def test_dcgan_refuses_a_batch_of_one_image_before_training(tiny_data_root, tmp_path, capsys, images, batch):
+    # batch norm cannot train on one image: a traceback (ValueError: Expected more than 1 value per channel) after
+    # the run folder was made
+    from ganbench.cli import main
+
+    args = ["train", "dcgan", "--dataset", "fashion-mnist", "--data-root", str(tiny_data_root), "--out",
+            str(tmp_path / "out"), "--max-train-images", str(images), "--batch-size", str(batch), "--epochs", "1",
+            "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("ganbench: error: dcgan's batch norm needs at least 2 images in every batch")
+    assert not (tmp_path / "out").exists()

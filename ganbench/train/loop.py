@@ -219,6 +219,11 @@ def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, Resume
         raise ConfigError(
             f"--batch-size {cfg.batch_size} is larger than the {len(dataset)} training images; lower --batch-size"
         )
+    if MODELS[cfg.kind].architecture == "dcgan" and 1 in (cfg.batch_size, len(dataset) % cfg.batch_size):
+        raise ConfigError(
+            f"{cfg.kind}'s batch norm needs at least 2 images in every batch, and {len(dataset)} images in batches of "
+            f"{cfg.batch_size} leave one alone; change --batch-size or --max-train-images"
+        )
     run_dir = cfg.run_dir
     if not resume:
         check_fresh_run(cfg)
