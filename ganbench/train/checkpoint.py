@@ -23,6 +23,7 @@ load_checkpoint checks the type and range of every field ganbench reads; --resum
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -48,8 +49,27 @@ def checkpoint_name(epoch: int) -> str:
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write a checkpoint dict atomically: readers see the old file or the complete new one."""
-    atomic_write_bytes(Path(path), lambda f: torch.save(state, f))
+    """Write a checkpoint dict atomically: readers see the old file or the complete new one.
+
+    The bytes depend on the values alone: pickle writes an object met twice as a reference to the first, so which
+    strings and containers happen to be one object would otherwise show in the file (a resumed run's optimiser state,
+    rebuilt from a loaded file, pickled its repeated 'step' keys apart), and the results store, which keys
+    checkpoints by content, would count a resumed run's equal checkpoint as another source."""
+    canonical = _canonical(state)
+    atomic_write_bytes(Path(path), lambda f: torch.save(canonical, f))
+
+
+def _canonical(value):
+    """`value` with every dict, list and tuple rebuilt (none shared) and every string interned (equal ones shared)."""
+    if isinstance(value, dict):
+        return {_canonical(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_canonical(v) for v in value)
+    if isinstance(value, str):
+        return sys.intern(value)
+    return value
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
