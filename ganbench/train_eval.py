@@ -14,7 +14,6 @@ The run's random streams are untouched: evaluation draws its noise from its own 
 from __future__ import annotations
 
 import hashlib
-import io
 import sys
 import time
 from dataclasses import dataclass
@@ -107,11 +106,11 @@ class EpochScorer:
 
 
 def checkpoint_sha256(checkpoint: dict) -> str:
-    """sha256 of the bytes `save_checkpoint` writes for this dict (torch.save's output is deterministic), i.e. the
-    source_sha256 `ganbench eval` gives the file."""
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    return hashlib.sha256(buffer.getbuffer()).hexdigest()
+    """sha256 of the bytes `save_checkpoint` writes for this dict, i.e. the source_sha256 `ganbench eval` gives the
+    file."""
+    from ganbench.train.checkpoint import checkpoint_bytes
+
+    return hashlib.sha256(checkpoint_bytes(checkpoint)).hexdigest()
 
 
 def summary(path: Path, epoch: int, outcome: Outcome, seconds: float) -> str:

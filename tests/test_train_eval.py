@@ -163,6 +163,9 @@ def test_scoring_keeps_the_callers_rng_and_mode(evaluated, data_root, tmp_path):
 
 @pytest.mark.parametrize(("extra", "pattern"), [
     (("--eval-metrics", "fid"), r"--eval-metrics applies to --eval-every, which is off"),
+    # these two were silently ignored without --eval-every
+    (("--eval-num-samples", "500"), r"--eval-num-samples applies to --eval-every, which is off"),
+    (("--eval-results", "r.sqlite"), r"--eval-results applies to --eval-every, which is off"),
     (("--eval-every", "0"), r"--eval-every must be at least 1"),
     # each message names the flag given (they named eval's --extractor, --metrics, --num-samples, --reference)
     (("--eval-every", "1", "--eval-extractor", "nope"), r"unknown extractor nope; .*\(--eval-extractor\)$"),

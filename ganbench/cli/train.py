@@ -133,13 +133,12 @@ def _add_eval_flags(p) -> None:
     group.add_argument("--eval-extractor", metavar="NAME",
                        help="feature space (default: lenet-DATASET, the classifier of the training data; inception "
                        "needs its weights, see `ganbench eval --help`)")
-    group.add_argument("--eval-num-samples", type=int, default=defaults.num_samples, metavar="N",
-                       help="generated samples per evaluation (default: %(default)s)")
+    group.add_argument("--eval-num-samples", type=int, metavar="N",
+                       help=f"generated samples per evaluation (default: {defaults.num_samples})")
     group.add_argument("--eval-reference", action="append", metavar="DATASET:SPLIT|FOLDER|NPZ",
                        help="reference (repeatable; default: DATASET:train:10000 and DATASET:test, as `ganbench eval`)")
     group.add_argument("--eval-metrics", metavar="M[,M]", help="metrics (default: every metric that applies)")
-    group.add_argument("--eval-results", default=defaults.results, metavar="PATH",
-                       help="results store (default: %(default)s)")
+    group.add_argument("--eval-results", metavar="PATH", help=f"results store (default: {defaults.results})")
 
 
 def configs_from_args(args) -> list[BaselineConfig]:
@@ -159,7 +158,8 @@ def eval_every_from_args(args):
     from ganbench.train_eval import EvalEvery
 
     given = [flag for flag, value in (("--eval-extractor", args.eval_extractor), ("--eval-reference", args.eval_reference),
-                                      ("--eval-metrics", args.eval_metrics)) if value is not None]
+                                      ("--eval-metrics", args.eval_metrics), ("--eval-num-samples", args.eval_num_samples),
+                                      ("--eval-results", args.eval_results)) if value is not None]
     if args.eval_every is None:
         if given:
             raise ConfigError(f"{given[0]} applies to --eval-every, which is off; add --eval-every N")
@@ -169,9 +169,11 @@ def eval_every_from_args(args):
     metrics = tuple(m.strip() for m in args.eval_metrics.split(",") if m.strip()) if args.eval_metrics else None
     extractor = args.eval_extractor or f"lenet-{args.dataset}"
     try:
-        cfg = EvalConfig(paths=(args.out,), references=tuple(args.eval_reference or ()), num_samples=args.eval_num_samples,
-                         extractors=(extractor,), metrics=metrics, device=args.device, results=args.eval_results,
-                         quiet=args.quiet, data_root=args.data_root)
+        defaults = EvalConfig(paths=(args.out,))
+        cfg = EvalConfig(paths=(args.out,), references=tuple(args.eval_reference or ()),
+                         num_samples=defaults.num_samples if args.eval_num_samples is None else args.eval_num_samples,
+                         extractors=(extractor,), metrics=metrics, device=args.device,
+                         results=args.eval_results or defaults.results, quiet=args.quiet, data_root=args.data_root)
         for reference in cfg.references:
             parse_reference(reference)
     except ConfigError as exc:  # eval's messages name eval's flags; here they are --eval-*

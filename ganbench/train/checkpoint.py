@@ -23,6 +23,7 @@ load_checkpoint checks the type and range of every field ganbench reads; --resum
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -57,6 +58,13 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     checkpoints by content, would count a resumed run's equal checkpoint as another source."""
     canonical = _canonical(state)
     atomic_write_bytes(Path(path), lambda f: torch.save(canonical, f))
+
+
+def checkpoint_bytes(state: dict) -> bytes:
+    """The bytes `save_checkpoint` writes for `state` (torch.save's output is deterministic)."""
+    buffer = io.BytesIO()
+    torch.save(_canonical(state), buffer)
+    return buffer.getvalue()
 
 
 def _canonical(value):
