@@ -379,6 +379,9 @@ def _old_report(out: Path) -> None:
         # it dropped every 'best' table without a word
         ("no-select-metric", r"--select-metric kid matches no results, so no best checkpoint can be chosen; "
                              r"metrics in the store: fid"),
+        # these reported everything, as if the filter had not been given
+        ("empty-metric", r"--metric ',' names nothing; give NAME\[,NAME\] or leave the flag out"),
+        ("empty-dataset", r"--dataset '' names nothing"),
         ("unknown-metric", r"unknown metric fidd; expected one of fid, is"),
         ("corrupt", r"r\.sqlite is corrupt \(sqlite: .+\); restore it from a backup, or pass a new --results path"),
     ],
@@ -405,7 +408,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_out_untouched(tmp_path, capsys,
             f.write(b"\xab" * page_size)
     extra = {"no-dataset": ["--dataset", "mnist"], "no-protocol": ["--protocol", "nothing"],
              "no-metric": ["--metric", "kid"], "unknown-metric": ["--metric", "fidd"],
-             "no-select-metric": ["--select-metric", "kid"]}.get(case, [])
+             "no-select-metric": ["--select-metric", "kid"], "empty-metric": ["--metric", ","],
+             "empty-dataset": ["--dataset", ""]}.get(case, [])
     out = tmp_path / "reports"
     _old_report(out)
     capsys.readouterr()

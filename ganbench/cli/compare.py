@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ganbench.cli.options import filter_names
 from ganbench.metrics.registry import METRICS
 
 FORMATS = ("table", "csv", "json", "markdown")
@@ -71,10 +72,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def _names(text: str | None) -> tuple[str, ...]:
-    return tuple(n.strip() for n in text.split(",") if n.strip()) if text else ()
-
-
 def run(args) -> int:
     from ganbench.results import comparison
     from ganbench.results.report import ReportConfig, display_names, filter_results, load_results
@@ -82,8 +79,8 @@ def run(args) -> int:
     cfg = comparison.CompareConfig(groups=tuple(args.groups), metric=args.metric, rule=args.rule, alpha=args.alpha,
                                    test=args.test, select_metric=args.select_metric or "fid", select_on=args.select_on)
     frame = filter_results(load_results(args.results), ReportConfig(
-        results=args.results, datasets=_names(args.dataset), metrics=(cfg.metric,), protocols=_names(args.protocol),
-        select_metric=args.select_metric, select_on=cfg.select_on))
+        results=args.results, datasets=filter_names(args.dataset, "--dataset"), metrics=(cfg.metric,),
+        protocols=filter_names(args.protocol, "--protocol"), select_metric=args.select_metric, select_on=cfg.select_on))
     found = comparison.build_comparisons(frame, cfg)
     names = display_names([c.table for c in found])
     if args.format == "csv":

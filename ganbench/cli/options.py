@@ -109,3 +109,16 @@ def extractor_options(name: str, args: argparse.Namespace, device: str) -> dict:
                             dinov2_preprocessing=getattr(args, "dinov2_preprocessing", "dgm-eval"),
                             clip_weights=getattr(args, "clip_weights", None),
                             clip_preprocessing=getattr(args, "clip_preprocessing", "cmmd"))
+
+
+def filter_names(text: str | None, flag: str) -> tuple[str, ...]:
+    """A NAME[,NAME] filter flag's names; () when the flag is absent. Given but naming nothing ('', ',') is an error,
+    not 'everything'."""
+    from ganbench.errors import ConfigError
+
+    if text is None:
+        return ()
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise ConfigError(f"{flag} {text!r} names nothing; give NAME[,NAME] or leave the flag out")
+    return names

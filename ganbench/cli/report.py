@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ganbench.cli.options import filter_names
 from ganbench.metrics.registry import METRICS
 
 REPORT_FORMATS = ("table", "csv", "markdown")
@@ -67,16 +68,12 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def _names(text: str | None) -> tuple[str, ...]:
-    return tuple(n.strip() for n in text.split(",") if n.strip()) if text else ()
-
-
 def run(args) -> int:
     from ganbench.results.report import ReportConfig, leaderboard_frame, markdown, plain_text, write_report
 
-    cfg = ReportConfig(results=args.results, out=args.out, datasets=_names(args.dataset), metrics=_names(args.metric),
-                       protocols=_names(args.protocol), select_metric=args.select_metric, select_on=args.select_on,
-                       plots=not args.no_plots)
+    cfg = ReportConfig(results=args.results, out=args.out, datasets=filter_names(args.dataset, "--dataset"),
+                       metrics=filter_names(args.metric, "--metric"), protocols=filter_names(args.protocol, "--protocol"),
+                       select_metric=args.select_metric, select_on=args.select_on, plots=not args.no_plots)
     out, tables, configs = write_report(cfg)
     if args.format == "csv":
         leaderboard_frame(tables, configs).to_csv(sys.stdout, index=False)
