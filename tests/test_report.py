@@ -580,3 +580,20 @@ def test_sources_without_seed_or_epoch_are_one_row_each(tmp_path):
     out = tmp_path / "reports"
     assert main(["report", "--results", str(store), "--out", str(out)]) == 0  # no curves for sources without epochs
     assert not [p for p in out.iterdir() if p.is_dir()]
+
+
+def test_a_non_finite_value_written_into_the_store_by_hand_is_a_failed_row(tmp_path, capsys):
+    # an edited or foreign store with inf: report and compare printed a ValueError traceback
+    rows = [row(tmp_path, "fid", 3.0 + s, seed=s) for s in range(3)] + [row(tmp_path, "kid", 0.1, seed=s) for s in range(3)]
+    store = write(tmp_path / "r.sqlite", rows)
+    with sqlite3.connect(store) as conn:
+        conn.execute("UPDATE results SET value = 1e999 WHERE metric = 'fid' AND run_seed = 1")
+    conn.close()
+    assert main(["report", "--results", str(store), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    text = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "inf" not in text and "| 4 ± 1.414 " in text, text  # fid: the mean of the two finite seeds (3 and 5)
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    bad = csv[(csv["metric"] == "fid") & (csv["run_seed"] == 1)]
+    assert list(bad["status"]) == ["failed"] and "not finite" in bad["error"].iloc[0]
+    assert main(["compare", "--results", str(store)]) in (0, 2)
+    assert "Traceback" not in capsys.readouterr().err

@@ -75,10 +75,16 @@ class ReportConfig:
 
 def load_results(path: str | Path) -> pd.DataFrame:
     """The store as a tidy frame; a missing, foreign, newer or empty store is a one-line error."""
+    import numpy as np
+
     with ResultsStore(path, read_only=True) as store:
         frame = store.to_dataframe()
     if frame.empty:
         raise ResultsStoreError(f"{path} holds no results yet; run `ganbench eval CHECKPOINTS --results {path}` first")
+    # eval stores only finite values; one written by hand or by another tool is a failure, not a number to average
+    infinite = (frame["status"] == "ok") & ~np.isfinite(frame["value"].astype(float))
+    frame.loc[infinite, "status"] = "failed"
+    frame.loc[infinite, "error"] = "the stored value is not finite (written outside ganbench eval)"
     return tidy(frame)
 
 
