@@ -33,6 +33,9 @@ METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
 _SETS = ("real", "fake")
 
 
+_ROUND_OFF = 1e-12  # float64 sums of D x D products: cancellation leaves ~1e-16 relative, far below this
+
+
 class GanbenchMetric(Metric):
     """FID / KID / PRDC of generated against real images through one ganbench extractor; compute() -> {name: value}.
 
@@ -133,8 +136,14 @@ class GanbenchMetric(Metric):
         """mu (D,) and sigma (D, D) with N - 1 normalisation, from the float64 sums (torchmetrics' formula)."""
         n = getattr(self, f"{name}_count").to(torch.float64)
         mu = getattr(self, f"{name}_sum") / n
-        sigma = (getattr(self, f"{name}_outer") - n * torch.outer(mu, mu)) / (n - 1)
-        return mu.cpu(), sigma.cpu()
+        outer = getattr(self, f"{name}_outer")
+        sigma = (outer - n * torch.outer(mu, mu)) / (n - 1)
+        # Raw moments cancel: where every sample is the same (a collapsed generator) sigma is round-off of either
+        # sign, ~1e-16 of the second moments, whose negative eigenvalues frechet_distance rightly refuses. A
+        # covariance that small is no variance at all.
+        if sigma.abs().max() <= _ROUND_OFF * (outer.abs().max() / n):
+            sigma = torch.zeros_like(sigma)
+        return mu.cpu(), ((sigma + sigma.T) / 2).cpu()
 
     def reset(self) -> None:
         if self.reset_real_features:

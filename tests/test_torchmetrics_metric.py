@@ -272,3 +272,18 @@ def test_bad_input_is_one_line():
     metric.update(images(4, 1), real=True)
     with pytest.raises(MetricError, match=r"^GanbenchMetric: received 4 real and 0 generated images; each set needs at least 2"):
         metric.compute()
+
+
+@pytest.mark.parametrize("value", [0, 255])
+def test_a_fully_collapsed_generator_gets_its_fid_not_an_error(lenet, batches, value):
+    # 100 identical generated images: the raw-moment covariance is round-off of either sign, and compute() raised
+    # "eigenvalue -5.4e-14 is negative beyond round-off" where fid_from_features gives a number
+    from ganbench.metrics.fid import fid_from_features
+
+    metric = GanbenchMetric(lenet, "fid")
+    for batch in batches["real"]:
+        metric.update(batch, real=True)
+    collapsed = torch.full((100, 1, 28, 28), value, dtype=torch.uint8)
+    metric.update(collapsed, real=False)
+    expected = fid_from_features(batches["features"]["real"], lenet(collapsed).features.numpy())
+    assert float(metric.compute()["fid"]) == pytest.approx(expected, rel=1e-6)
