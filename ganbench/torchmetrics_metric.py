@@ -26,7 +26,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from ganbench.errors import ConfigError, MetricError
+from ganbench.errors import ConfigError, MetricError, one_line
 from ganbench.features.base import FeatureExtractor
 
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
@@ -52,6 +52,8 @@ class GanbenchMetric(Metric):
                  max_samples: int | None = None, reset_real_features: bool = True, extractor_options: dict | None = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
+        if not isinstance(metrics, str | Sequence) or not all(isinstance(m, str) for m in metrics):
+            raise ConfigError(f"metrics must be a metric name or a sequence of them, got {type(metrics).__name__}")
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
         unknown = [m for m in metrics if m not in METRICS]
         if unknown or not metrics:
@@ -62,7 +64,10 @@ class GanbenchMetric(Metric):
         if isinstance(extractor, str):
             from ganbench.features.registry import build_extractor
 
-            extractor = build_extractor(extractor, **{"device": "cpu", **(extractor_options or {})})
+            try:
+                extractor = build_extractor(extractor, **{"device": "cpu", **(extractor_options or {})})
+            except TypeError as exc:  # an option the builder does not take
+                raise ConfigError(f"extractor_options for {extractor}: {one_line(exc)}") from exc
         elif not isinstance(extractor, FeatureExtractor):
             raise ConfigError(f"extractor must be a registered name or a ganbench FeatureExtractor, "
                               f"got {type(extractor).__name__}")
@@ -90,6 +95,10 @@ class GanbenchMetric(Metric):
 
     def update(self, images: torch.Tensor, real: bool) -> None:
         """Add a batch of uint8 NCHW images (0..255) to the real or the generated set."""
+        if not isinstance(images, torch.Tensor):
+            raise ConfigError(f"images must be a torch.Tensor of uint8 NCHW images, got {type(images).__name__}")
+        if not isinstance(real, bool):
+            raise ConfigError(f"real must be True or False, got {real!r}")
         name = "real" if real else "fake"
         features = self.extractor(images.to(self.device)).features.float()
         if self.max_samples is not None:

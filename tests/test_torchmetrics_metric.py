@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import readme_python_block
@@ -287,3 +288,20 @@ def test_a_fully_collapsed_generator_gets_its_fid_not_an_error(lenet, batches, v
     metric.update(collapsed, real=False)
     expected = fid_from_features(batches["features"]["real"], lenet(collapsed).features.numpy())
     assert float(metric.compute()["fid"]) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(("make", "pattern"), [
+    (lambda: GanbenchMetric(PixelMeans(), None), r"metrics must be a metric name or a sequence of them, got NoneType"),
+    (lambda: GanbenchMetric("lenet-fashion-mnist", "fid", extractor_options={"bogus": 1}),
+     r"extractor_options for lenet-fashion-mnist: .*bogus"),
+    (lambda: GanbenchMetric(PixelMeans(), "fid").update(np.zeros((8, 1, 28, 28), np.uint8), real=True),
+     r"images must be a torch.Tensor of uint8 NCHW images, got ndarray"),
+    (lambda: GanbenchMetric(PixelMeans(), "fid").update([[1]], True), r"images must be a torch.Tensor .*got list"),
+    (lambda: GanbenchMetric(PixelMeans(), "fid").update(images(4, 0), real="no"), r"real must be True or False, got 'no'"),
+])
+def test_misuse_is_a_ganbench_error_in_one_line(make, pattern):
+    # AttributeError / TypeError from deep inside, and real="no" was taken as real
+    from ganbench.errors import GanbenchError
+
+    with pytest.raises(GanbenchError, match=pattern):
+        make()
