@@ -14,6 +14,7 @@ The run's random streams are untouched: evaluation draws its noise from its own 
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ganbench.config import EvalConfig
-from ganbench.errors import ConfigError
+from ganbench.errors import ConfigError, ResultsStoreError
 from ganbench.results import ResultsStore
 from ganbench.scoring import Loaded, Outcome, Scorer, samples
 
@@ -74,8 +75,11 @@ class EpochScorer:
                                      device=self.device, progress=not cfg.quiet, log=_log)
         for reference in self.given or [parse_reference(text) for text in default_references(dataset)]:
             self.references.get(self.extractor, reference)  # raises the reference's one-line error now
-        with ResultsStore(cfg.results):  # a corrupt or unwritable store, too: before an epoch is trained, not after
-            pass
+        try:
+            with ResultsStore(cfg.results):  # a corrupt or unwritable store, too: before an epoch is trained, not after
+                pass
+        except ResultsStoreError as exc:  # the store's messages name eval's flag; here it is --eval-results
+            raise ResultsStoreError(re.sub(r"(?<![\w-])--results\b", "--eval-results", str(exc))) from exc
 
     def __call__(self, generator: torch.nn.Module, latent_dim: int, checkpoint: dict, path: Path) -> Outcome:
         """Score `generator` as the checkpoint dict `checkpoint` (of the epoch it was taken at) saved at `path`."""

@@ -195,5 +195,6 @@ def test_a_results_store_that_cannot_be_opened_stops_the_run_before_its_first_ep
     extra = ("--eval-every", "1", "--eval-num-samples", str(N), "--eval-reference", "fashion-mnist:test",
              "--eval-results", str(bad))
     assert train(data_root, tmp_path / "runs", extra=extra) == 2
-    assert "not a SQLite database" in capsys.readouterr().err.strip().splitlines()[-1]
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "not a SQLite database" in last and "pass a different --eval-results path" in last, last  # not --results
     assert not run_dir(tmp_path / "runs").exists()
