@@ -597,3 +597,22 @@ def test_a_non_finite_value_written_into_the_store_by_hand_is_a_failed_row(tmp_p
     assert list(bad["status"]) == ["failed"] and "not finite" in bad["error"].iloc[0]
     assert main(["compare", "--results", str(store)]) in (0, 2)
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_path_holding_a_newline_keeps_every_table_row_on_one_line(tmp_path, capsys):
+    # the Markdown tables escaped '|' but not a newline, which split the row in two
+    odd = tmp_path / "new\nline|pipe"
+    store = write(tmp_path / "r.sqlite", [row(root, "fid", 3.0, kind="npz") for root in (odd, tmp_path / "plain")])
+    assert main(["report", "--results", str(store), "--out", str(tmp_path / "out"), "--no-plots", "--format",
+                 "markdown"]) == 0
+    for text in ((tmp_path / "out" / "leaderboard.md").read_text(), capsys.readouterr().out):
+        for line in text.splitlines():
+            assert not line.startswith("|") or line.rstrip().endswith("|"), line
+        assert "new\\nline\\|pipe" in text
+
+
+def test_an_error_naming_a_path_with_a_newline_is_still_one_line(tmp_path, capsys):
+    odd = tmp_path / "a\nb.sqlite"
+    assert main(["report", "--results", str(odd), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a\\nb.sqlite" in err, err

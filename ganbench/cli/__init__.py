@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         _chosen_command(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.run(args) or 0)
-    except GanbenchError as exc:
-        print(f"ganbench: error: {exc}", file=sys.stderr)
+    except GanbenchError as exc:  # one line, even when it quotes a path holding a line break
+        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"ganbench: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of stdout left (`| head`): finished work is kept; exit as SIGPIPE would
         silence_stdout()

@@ -29,7 +29,7 @@ import numpy as np
 from ganbench import compare
 from ganbench.errors import ConfigError
 from ganbench.metrics.registry import METRICS
-from ganbench.results.leaderboard import PROTOCOL_FIELDS, RULES, Row, Table, build_tables, direction
+from ganbench.results.leaderboard import PROTOCOL_FIELDS, RULES, Row, Table, build_tables, direction, markdown_cell
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -431,7 +431,7 @@ def markdown(comparisons: list[TableComparison], names: dict[str, str], title: s
         lines += [f"- {line}" for line in header_lines(c)] + [""]
         for label, head, body in _blocks(c, names):
             lines += [f"{label}:", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-            lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in body] + [""]
+            lines += ["| " + " | ".join(markdown_cell(cell) for cell in cells) + " |" for cells in body] + [""]
     return "\n".join(lines)
 
 

@@ -54,6 +54,11 @@ def direction(metric: str) -> str:
     return METRICS[metric].direction if metric in METRICS else "lower"
 
 
+def markdown_cell(text: str) -> str:
+    """`text` as one Markdown table cell: '|' escaped, line breaks written as \\n (a raw one would end the row)."""
+    return text.replace("|", "\\|").replace("\r", "\\r").replace("\n", "\\n")
+
+
 def group_of(source_path: str, run_kind: str | None, run_dataset: str | None) -> str:
     """The model group of a source: a zoo model's run folder above its `seed<k>` folders (the run kind is the model's
     name), else the source itself."""

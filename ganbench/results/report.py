@@ -34,6 +34,7 @@ from ganbench.results.leaderboard import (
     build_tables,
     by_seed,
     direction,
+    markdown_cell,
     metric_order,
     tidy,
 )
@@ -248,7 +249,7 @@ def markdown(tables: list[Table], configs: dict[str, str]) -> str:
         head, body = _display_rows(table, configs, names)
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "|".join("---" for _ in head) + "|")
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in body]
+        lines += ["| " + " | ".join(markdown_cell(cell) for cell in cells) + " |" for cells in body]
         lines.append("")
     return "\n".join(lines)
 
