@@ -62,7 +62,7 @@ def test_betas_option_reaches_the_optimiser(tiny_data_root, tmp_path):
         (["--seeds", "1,1"], r"--seeds lists a seed twice"),
         (["--betas", "0.5"], r"argument --betas: expected two numbers like 0.5,0.999"),
         (["--seed", str(2**63)], r"--seed must be below 2\*\*63 \(seeds are signed 64-bit integers\), got 9223372036854775808"),
-        (["--seeds", f"0,{10**20}"], r"--seed must be below 2\*\*63 .*got 100000000000000000000"),
+        (["--seeds", f"0,{10**20}"], r"--seeds must be below 2\*\*63 .*got 100000000000000000000"),
         (["--seed", "0", "--seeds", "1,2"], r"argument --seeds: not allowed with argument --seed"),  # --seed 0 was ignored
         (["--seeds", "0,,1"], r"argument --seeds: expected comma-separated integers like 0,1,2, got '0,,1'"),
     ],
@@ -171,3 +171,19 @@ def test_an_unknown_flag_points_at_the_help_of_the_command_it_was_given_to(capsy
     assert _run(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unrecognized arguments: --bogus" in err and f"(see `{help_command}`)" in err, err
+
+
+def test_a_negative_seed_in_seeds_names_seeds(tiny_data_root, tmp_path, capsys):
+    # it said "--seed must be non-negative" of a --seeds list
+    assert _run(_train(tiny_data_root, tmp_path / "out", "--seeds", "0,-1")) == 2
+    _one_line_error(capsys, r"--seeds must be non-negative, got -1")
+
+
+def test_wgan_gp_with_too_few_steps_for_one_generator_update_is_refused(tiny_data_root, tmp_path, capsys):
+    # 128 images in batches of 64 for one epoch: 2 critic steps, no generator step, "G loss nan", exit 0
+    args = _train(tiny_data_root, tmp_path / "out")
+    args[1] = "wgan-gp"
+    assert _run(args) == 2
+    _one_line_error(capsys, r"wgan-gp updates G once every 5 critic steps, and 1 epoch of 128 images in batches of 64 "
+                            r"gives 2 steps")
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,7 @@ import argparse
 import os
 import re
 
-from ganbench.config import SPEC_BETAS, BaselineConfig, EvalConfig, ZooConfig
+from ganbench.config import SPEC_BETAS, BaselineConfig, EvalConfig, ZooConfig, check_seed
 from ganbench.errors import ConfigError
 from ganbench.protocol import DATASETS
 from ganbench.train.zoo import MODELS
@@ -145,6 +145,8 @@ def configs_from_args(args) -> list[BaselineConfig]:
     seeds = args.seeds if args.seeds is not None else [BaselineConfig.seed if args.seed is None else args.seed]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds lists a seed twice: {','.join(map(str, seeds))}")
+    for seed in seeds if args.seeds is not None else ():
+        check_seed(seed, "--seeds")
     shared = dict(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, betas=args.betas,
                   max_train_images=args.max_train_images, checkpoint_every=args.checkpoint_every, device=args.device,
                   out=args.out, data_root=args.data_root, compile=args.compile, cuda_graphs=args.cuda_graphs)

@@ -43,7 +43,7 @@ from ganbench.atomic import remove_stale_temporaries
 from ganbench.config import BaselineConfig, ZooConfig, check_writable_dir
 from ganbench.data import ImageDataset, load_dataset
 from ganbench.devices import resolve_device
-from ganbench.errors import CheckpointError, ConfigError, one_line
+from ganbench.errors import CheckpointError, ConfigError, counted, one_line
 from ganbench.safeload import load_tensors
 from ganbench.train import checkpoint as ckpt
 from ganbench.train.losses import LOSSES, gradient_penalty
@@ -218,6 +218,13 @@ def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, Resume
     if cfg.batch_size > len(dataset):
         raise ConfigError(
             f"--batch-size {cfg.batch_size} is larger than the {len(dataset)} training images; lower --batch-size"
+        )
+    steps = -(-len(dataset) // cfg.batch_size) * cfg.epochs
+    if steps < MODELS[cfg.kind].n_critic:
+        raise ConfigError(
+            f"{cfg.kind} updates G once every {MODELS[cfg.kind].n_critic} critic steps, and {counted(cfg.epochs, 'epoch')} "
+            f"of {len(dataset)} images in batches of {cfg.batch_size} gives {steps} steps: G would never be trained; "
+            "raise --epochs or --max-train-images"
         )
     if MODELS[cfg.kind].architecture == "dcgan" and 1 in (cfg.batch_size, len(dataset) % cfg.batch_size):
         raise ConfigError(
