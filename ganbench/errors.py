@@ -42,6 +42,11 @@ def one_line(exc: BaseException, limit: int | None = 160) -> str:
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
+def single_line(text: str) -> str:
+    """`text` on one line as printed: line breaks (a path may hold one) written as \\n and \\r."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def counted(n: int, noun: str) -> str:
     """'1 image', '3 images': a count in a message ('1 images' read like a typo)."""
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"

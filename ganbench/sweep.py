@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from ganbench.config import EvalConfig
 from ganbench.distributed import SOLO, Group
-from ganbench.errors import ConfigError, GanbenchError, SampleError
+from ganbench.errors import ConfigError, GanbenchError, SampleError, single_line
 from ganbench.features.extract import FeatureSet, extract_features
 from ganbench.metric_values import check_metrics
 from ganbench.protocol import DATASETS, default_references
@@ -47,7 +47,7 @@ class Sweep:
         self.progress = not cfg.quiet and group.is_main
         self.emit = emit
         prefix = f"ganbench: [rank {group.rank}/{group.world_size}]" if group.world_size > 1 else "ganbench:"
-        self.log = log or (lambda message: print(f"{prefix} {message}", file=sys.stderr))
+        self.log = log or (lambda message: print(f"{prefix} {single_line(message)}", file=sys.stderr))
         # Each reference once, in the order given (a repeated --reference would score everything twice).
         self.given = list({r.name: r for r in map(parse_reference, cfg.references)}.values())
         check_statistics_metrics(self.given, cfg.metrics)

@@ -1060,3 +1060,14 @@ def test_the_table_shows_bootstrap_intervals_when_asked_for(ws, tmp_path, capsys
     assert f"[{row['ci_low']:.4g}, {row['ci_high']:.4g}]" in fid, out
     assert main(eval_args(ws, tmp_path / "r2.sqlite", ws.checkpoints[-1], extra=("--metrics", "fid"))) == 0
     assert "95% interval" not in capsys.readouterr().out  # no column without --bootstrap
+
+
+def test_a_source_path_holding_a_line_break_keeps_each_log_message_on_one_line(ws, tmp_path, capsys):
+    # "FAILED <path>: ..." printed the path's line break, so one message read as two
+    odd = tmp_path / "bad\nname.npz"
+    np.savez(odd, images=np.zeros((1, 28, 28), np.uint8))
+    capsys.readouterr()
+    assert main(eval_args(ws, tmp_path / "r.sqlite", odd, extra=("--metrics", "fid"))) == 1
+    err = capsys.readouterr().err
+    assert all(line.startswith("ganbench: ") for line in err.strip().splitlines()), err
+    assert "bad\\nname.npz" in err

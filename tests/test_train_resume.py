@@ -272,3 +272,12 @@ def test_resume_never_trains_over_checkpoints_it_cannot_continue(data_root, tmp_
     _last_error(capsys, r"--resume: .*seed0 holds checkpoints none of which can be continued .*; training from the "
                         r"start would overwrite them: move them away or choose another --out")
     assert {p.name: p.read_bytes() for p in run.glob("epoch_*.pt")} == before
+
+
+def test_a_folder_under_a_checkpoints_name_is_called_a_folder(tmp_path):
+    # the --resume note said "does not exist" of a folder named epoch_0002.pt
+    (tmp_path / "epoch_0002.pt").mkdir()
+    with pytest.raises(CheckpointError, match=r"epoch_0002\.pt is a folder, not a checkpoint file"):
+        ckpt.load_checkpoint(tmp_path / "epoch_0002.pt")
+    with pytest.raises(CheckpointError, match=r"nope\.pt does not exist"):
+        ckpt.load_checkpoint(tmp_path / "nope.pt")

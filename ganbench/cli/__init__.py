@@ -15,7 +15,7 @@ import sys
 import warnings
 
 from ganbench import __version__
-from ganbench.errors import GanbenchError, GanbenchWarning, one_line
+from ganbench.errors import GanbenchError, GanbenchWarning, one_line, single_line
 
 # What an OSError means for the user, by errno, and how to fix it; others print the system's words alone.
 _OS_ERRORS = {
@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except GanbenchError as exc:  # one line, even when it quotes a path holding a line break
-        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
-        print(f"ganbench: error: {message}", file=sys.stderr)
+        print(f"ganbench: error: {single_line(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of stdout left (`| head`): finished work is kept; exit as SIGPIPE would
         silence_stdout()

@@ -87,6 +87,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     index the dict without further checks; a bad field is a CheckpointError naming it.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
