@@ -234,7 +234,8 @@ def metrics_from_features(
     wanted = tuple(m for m in ("fid", "precision", "recall", "density", "coverage") if m in out)
     if bootstrap and wanted:
         # every metric on the same resamples; precision/recall and density/coverage each with their own k
-        intervals = bootstrap_intervals(real_x, fake_x, wanted, resamples=bootstrap, seed=seed, pr_k=PR_K, dc_k=DC_K)
+        intervals = bootstrap_intervals(real_x, fake_x, wanted, resamples=bootstrap, seed=seed, pr_k=PR_K, dc_k=DC_K,
+                                        estimates={name: out[name].value for name in wanted})
         for name, interval in intervals.items():
             base = out[name]
             out[name] = MetricValue(base.value, base.std, interval.low, interval.high, base.options)

@@ -50,11 +50,13 @@ def bootstrap_intervals(
     *,
     pr_k: int | None = None,
     dc_k: int | None = None,
+    estimates: dict[str, float] | None = None,
 ) -> dict[str, Interval]:
     """metric -> Interval(low, high, std) over `resamples` bootstrap resamples of (N, D) real and
     (M, D) fake features (numpy or tensors on one device, where the resamples are computed). Precision
     and recall use pr_k-NN balls, density and coverage dc_k-NN balls (both `nearest_k` unless given),
-    from one `knn_metrics` pass per resample."""
+    from one `knn_metrics` pass per resample. estimates: the metrics' values on the whole sets, which the intervals
+    are centred on; those not given are computed here."""
     unknown = sorted(set(metrics) - set(BOOTSTRAP_METRICS))
     if unknown or not metrics:
         raise MetricError(f"metrics: received {list(metrics)}; expected a non-empty subset of {list(BOOTSTRAP_METRICS)}")
@@ -70,10 +72,10 @@ def bootstrap_intervals(
     rng = np.random.default_rng(check_seed(seed))
     pr_k = (pr_k or nearest_k) if {"precision", "recall"} & set(metrics) else None
     dc_k = (dc_k or nearest_k) if {"density", "coverage"} & set(metrics) else None
-    estimates: dict[str, float] = {}
-    if "fid" in metrics:
+    estimates = dict(estimates or {})  # the caller's values on the whole sets, where it has them already
+    if "fid" in metrics and "fid" not in estimates:
         estimates["fid"] = frechet_distance(*_statistics(real), *_statistics(fake))
-    if pr_k or dc_k:
+    if (pr_k or dc_k) and any(m not in estimates for m in metrics if m != "fid"):
         estimates.update(knn_metrics(real, fake, pr_k, dc_k, chunk_size=chunk_size))
     values: dict[str, list[float]] = {m: [] for m in metrics}
     for _ in range(resamples):

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ganbench.errors import counted
+from ganbench.errors import counted, single_line
 from ganbench.metrics.registry import METRICS
 from ganbench.protocol import SELECTION_SUBSET_SEED, SELECTION_SUBSET_SIZE, selection_reference
 from ganbench.train.zoo import MODELS  # the model names (plain data, no torch)
@@ -56,7 +56,7 @@ def direction(metric: str) -> str:
 
 def markdown_cell(text: str) -> str:
     """`text` as one Markdown table cell: '|' escaped, line breaks written as \\n (a raw one would end the row)."""
-    return text.replace("|", "\\|").replace("\r", "\\r").replace("\n", "\\n")
+    return single_line(text.replace("|", "\\|"))
 
 
 def group_of(source_path: str, run_kind: str | None, run_dataset: str | None) -> str:

@@ -56,15 +56,18 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     strings and containers happen to be one object would otherwise show in the file (a resumed run's optimiser state,
     rebuilt from a loaded file, pickled its repeated 'step' keys apart), and the results store, which keys
     checkpoints by content, would count a resumed run's equal checkpoint as another source."""
-    canonical = _canonical(state)
-    atomic_write_bytes(Path(path), lambda f: torch.save(canonical, f))
+    atomic_write_bytes(Path(path), lambda f: _write(state, f))
 
 
 def checkpoint_bytes(state: dict) -> bytes:
     """The bytes `save_checkpoint` writes for `state` (torch.save's output is deterministic)."""
     buffer = io.BytesIO()
-    torch.save(_canonical(state), buffer)
+    _write(state, buffer)
     return buffer.getvalue()
+
+
+def _write(state: dict, f) -> None:
+    torch.save(_canonical(state), f)
 
 
 def _canonical(value):
