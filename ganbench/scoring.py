@@ -177,6 +177,7 @@ class Scorer:
                      "(--force recomputes)")
             return Outcome(skipped=True)
 
+        self.store.require_writable()  # a read-only store that lacks these results: said before they are computed
         if todo:
             try:
                 fake = self.features(source, loaded)

@@ -105,8 +105,8 @@ class Sweep:
     def _open_store(self):
         """The store on every rank that scores sources (the main rank first, so a new file's schema is created once)."""
         if self.shared:
-            return ResultsStore(self.cfg.results) if self.world.is_main else contextlib.nullcontext()
-        return self.world.main_first(lambda: ResultsStore(self.cfg.results))
+            return ResultsStore.for_writing(self.cfg.results) if self.world.is_main else contextlib.nullcontext()
+        return self.world.main_first(lambda: ResultsStore.for_writing(self.cfg.results))
 
     def _warm_reference_cache(self, references: References, extractor, sources: list[Source]) -> None:
         """--distribute sources: the main rank computes every reference the sources will need, then the others read them."""

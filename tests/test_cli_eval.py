@@ -351,6 +351,42 @@ def _count_rows(path: Path) -> int:
         return 0
 
 
+def test_a_read_only_store_holding_every_result_is_a_clean_skip_and_new_work_is_one_line(ws, tmp_path):
+    # A shared store on a read-only mount: re-running eval over sources it already holds wrote nothing, yet it
+    # failed with "cannot write to ... (attempt to write a readonly database)" before looking at any source.
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="ganbench-ro-eval-"))  # under /tmp: reachable without tmp_path's modes
+    try:
+        store = folder / "r.sqlite"
+        first, last = ws.checkpoints[0], ws.checkpoints[-1]
+        assert main(eval_args(ws, store, first)) == 0
+        before = stored(store)
+        store.chmod(0o444)
+        folder.chmod(0o555)
+        prefix = []
+        if os.geteuid() == 0:  # root writes through any mode: drop the capabilities that let it
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv: cannot make a folder read-only to this process")
+            prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+
+        def run(*paths):
+            return subprocess.run([*prefix, sys.executable, "-m", "ganbench", *eval_args(ws, store, *paths)],
+                                  env=subprocess_env(), capture_output=True, text=True, timeout=600)
+
+        done = run(first)
+        assert done.returncode == 0, done.stderr
+        assert len(ganbench_lines(done.stderr, "skip")) == 1 and "Traceback" not in done.stderr
+        done = run(first, last)  # new work: refused in one line before it is computed, the store untouched
+        assert done.returncode == 2, done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("ganbench: error:")]
+        assert len(errors) == 1 and f"cannot write to {store}" in errors[0] and "Traceback" not in done.stderr
+        assert stored(store) == before
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+
+
 def test_killed_sweep_keeps_whole_sources_and_resumes(ws, tmp_path, capsys):
     results = tmp_path / "r.sqlite"
     args = eval_args(ws, results, ws.six, num_samples=1000)

@@ -72,8 +72,12 @@ def _corrupt(path: Path, detail: str) -> ResultsStoreError:
     )
 
 
+class _CannotWrite(ResultsStoreError):
+    """The store (or the disk under it) refuses writes: read-only, full, failing."""
+
+
 def _cannot_write(path: Path, exc: sqlite3.Error) -> ResultsStoreError:
-    return ResultsStoreError(f"cannot write to {path} ({exc}); free disk space or pass a writable --results path")
+    return _CannotWrite(f"cannot write to {path} ({exc}); free disk space or pass a writable --results path")
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -115,6 +119,7 @@ class ResultsStore:
             except OSError as exc:
                 raise ResultsStoreError(f"{self.path}: cannot create its folder ({exc}); pass a writable --results path") from exc
         self._conn: sqlite3.Connection | None = None
+        self._refused: ResultsStoreError | None = None
         new_file = not self.path.exists()
         try:
             self._open(read_only)
@@ -122,6 +127,29 @@ class ResultsStore:
             if new_file:
                 self._remove_empty_new_file()
             raise
+
+    @classmethod
+    def for_writing(cls, path: str | Path, **options: Any) -> ResultsStore:
+        """The store opened for writing (`ganbench eval`); an existing store this process cannot write (a read-only
+        mount, a full disk) is opened for reading instead, so that sources it already holds are still skipped, and
+        `require_writable()` (called before any work) and every write raise why it could not be opened for writing."""
+        existed = Path(path).is_file()
+        try:
+            return cls(path, **options)
+        except _CannotWrite as refused:
+            if not existed:
+                raise
+            try:
+                store = cls(path, read_only=True, **options)
+            except ResultsStoreError:
+                raise refused from None
+            store._refused = refused
+            return store
+
+    def require_writable(self) -> None:
+        """Raise the reason this store was opened read-only, if it was opened for writing and could not be."""
+        if self._refused is not None:
+            raise self._refused
 
     def _open(self, read_only: bool) -> None:
         for mode in ("ro", "immutable") if read_only else ("rw",):
@@ -280,6 +308,7 @@ class ResultsStore:
         """One write transaction: everything written through the batch commits together, or nothing does.
 
         It holds the store's write lock, so compute first and open it only to write."""
+        self.require_writable()
         conn = self._connection
         if conn.in_transaction:
             raise RuntimeError("results store transactions do not nest")
