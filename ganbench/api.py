@@ -16,6 +16,7 @@ results store unless `store=PATH` is given; then the rows are those `ganbench ev
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -335,13 +336,14 @@ def _borrowed(module: torch.nn.Module | None) -> Iterator[None]:
         yield
         return
     training = module.training
-    parameter = next(module.parameters(), None)
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    device = None if tensor is None else tensor.device  # read now: Module.to moves parameters in place
     try:
         yield
     finally:
         module.train(training)
-        if parameter is not None:
-            module.to(parameter.device)
+        if device is not None:
+            module.to(device)
 
 
 def _content_sha256(where, images: torch.Tensor) -> str:

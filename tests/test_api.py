@@ -106,6 +106,30 @@ def test_generator_module_callable_and_tensor_give_the_checkpoints_numbers(base)
     assert from_module.source.startswith("<generator ") and from_tensor.source == "<Tensor torch.uint8 64x1x28x28>"
 
 
+def test_the_callers_module_comes_back_on_the_device_it_was_on():
+    # Generation moves the module to the evaluation device. Restoring it read the device of a parameter captured
+    # before the move, but Module.to moves a parameter in place, so that parameter was already on the evaluation
+    # device: a CPU generator evaluated with device="cuda" stayed on the GPU. "meta" stands in for the GPU here,
+    # each parameter moved in place as CPU -> CUDA moves it (tests/test_cuda.py checks the real thing); nothing can
+    # be copied back from "meta", so the move back is only recorded.
+    from ganbench.api import _borrowed
+
+    module = torch.nn.Linear(2, 2)
+    moves = []
+
+    def to(device):
+        moves.append(torch.device(device))
+        if moves[-1].type == "meta":
+            for parameter in module.parameters():
+                torch.utils.swap_tensors(parameter, torch.nn.Parameter(parameter.detach().to("meta")))
+        return module
+
+    module.to = to
+    with _borrowed(module):
+        module.to("meta")
+    assert moves == [torch.device("meta"), torch.device("cpu")]
+
+
 def test_an_npz_and_a_folder_of_the_images_give_the_tensors_numbers(base, tmp_path):
     from PIL import Image
 

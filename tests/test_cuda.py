@@ -125,6 +125,16 @@ def test_eval_on_cuda_equals_eval_on_cpu(tiny_data_root, tmp_path):
         assert math.isclose(values["cuda"][metric], value, rel_tol=1e-3, abs_tol=2 / 64), (metric, values)
 
 
+def test_a_cpu_generator_evaluated_on_cuda_comes_back_on_the_cpu_in_its_mode(tiny_data_root, tmp_path):
+    from ganbench.api import evaluate
+
+    module = make_generator()
+    module.train()
+    evaluate((module, 100), "fashion-mnist:test", extractor=EXTRACTOR, num_samples=64, device="cuda",
+             data_root=tiny_data_root, cache_dir=tmp_path / "cache", metrics=["fid"])
+    assert {p.device.type for p in module.parameters()} == {"cpu"} and module.training
+
+
 # ---- metric maths on the GPU: the same numbers as the CPU path -------------------------------------------------
 
 
