@@ -22,6 +22,7 @@ explicit `numpy.random.Generator`. The definitions follow the references the tes
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -98,18 +99,16 @@ def permutation_test(a: Sequence[float], b: Sequence[float], *, rng: np.random.G
     n, k = len(pooled), len(x)
     total = math.comb(n, k)
     if total <= max_exact:
-        members = np.zeros((total, n), dtype=bool)
-        for i, chosen in enumerate(itertools.combinations(range(n), k)):
-            members[i, list(chosen)] = True
+        members = _relabellings(n, k)
         adjustment = 0
     else:
         if rng is None:
             raise ValueError(f"{total} relabellings are too many to enumerate; pass rng= to sample {n_random} of them")
         order = np.argsort(rng.random((n_random, n)), axis=1)
-        members = np.zeros((n_random, n), dtype=bool)
-        np.put_along_axis(members, order[:, :k], True, axis=1)
+        members = np.zeros((n_random, n))
+        np.put_along_axis(members, order[:, :k], 1.0, axis=1)
         adjustment = 1  # the observed labelling counts as one of the random ones (scipy's convention)
-    sums = members.astype(np.float64) @ pooled
+    sums = members @ pooled
     null = sums / k - (pooled.sum() - sums) / (n - k)
     observed = float(x.mean() - y.mean())
     gamma = abs(observed) * np.finfo(np.float64).eps * 100  # equal up to rounding counts as equal (as scipy)
@@ -117,6 +116,17 @@ def permutation_test(a: Sequence[float], b: Sequence[float], *, rng: np.random.G
     less = (np.count_nonzero(null <= observed + gamma) + adjustment) / count
     greater = (np.count_nonzero(null >= observed - gamma) + adjustment) / count
     return Permutation(float(min(1.0, 2 * min(less, greater))), len(null), adjustment == 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _relabellings(n: int, k: int) -> np.ndarray:
+    """Every way to choose which k of n pooled values are A's, one 0/1 row each (a leaderboard asks for the same
+    n, k for every pair, so they are enumerated once; at most 100,000 x n float64, 16 MB at n = 20)."""
+    members = np.zeros((math.comb(n, k), n))
+    for i, chosen in enumerate(itertools.combinations(range(n), k)):
+        members[i, list(chosen)] = 1.0
+    members.flags.writeable = False
+    return members
 
 
 def smallest_permutation_p(n_a: int, n_b: int, *, max_exact: int = MAX_EXACT, n_random: int = N_RANDOM) -> float:
