@@ -331,17 +331,19 @@ def _load(source, where, cfg: EvalConfig):
 
 @contextmanager
 def _borrowed(module: torch.nn.Module | None) -> Iterator[None]:
-    """Generation moves the module and puts it in eval mode; the caller's module comes back as it was."""
+    """Generation moves the module and puts it in eval mode; the caller's module comes back as it was: on its
+    device, each submodule in its own mode."""
     if module is None:
         yield
         return
-    training = module.training
+    modes = [(m, m.training) for m in module.modules()]  # each its own: a frozen BatchNorm in a training model
     tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
     device = None if tensor is None else tensor.device  # read now: Module.to moves parameters in place
     try:
         yield
     finally:
-        module.train(training)
+        for m, training in modes:
+            m.training = training
         if device is not None:
             module.to(device)
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ganbench.devices import own_torch_state
 from ganbench.errors import CheckpointError, ConfigError, DataUnavailableError, SampleError, counted, one_line
 from ganbench.safeload import load_tensors
 
@@ -198,12 +199,14 @@ def generate(
     assert start % batch_size == 0 and (stop % batch_size == 0 or stop == num_samples), (rows, batch_size)
     noise_rng = torch.Generator().manual_seed(seed)  # CPU noise: the same samples on every device
     module = module.to(device).eval()
+    weight = next((p for p in module.parameters() if p.is_floating_point()), None)
+    dtype = torch.float32 if weight is None else weight.dtype  # the same float32 noise, in the module's precision
     out = []
     for first in range(0, stop, batch_size):
-        z = torch.randn(min(batch_size, num_samples - first), latent_dim, generator=noise_rng)
+        z = torch.randn(min(batch_size, num_samples - first), latent_dim, generator=noise_rng, dtype=torch.float32)
         if first < start:  # another rank's batch: draw its noise to keep the stream aligned, skip the module
             continue
-        images = _forward(module, z.to(device))
+        images = _forward(module, z.to(device, dtype))
         check_generator_output(images)
         if images.ndim == 2:  # flattened 28x28 (the baseline's output)
             side = int(round(images.shape[1] ** 0.5))
@@ -226,7 +229,8 @@ def load_baseline_generator(path: Path) -> tuple[torch.nn.Module, int, dict]:
     if kind not in MODELS:
         raise CheckpointError(f"{path} is a {kind!r} checkpoint; eval knows the zoo's: {', '.join(MODELS)}")
     latent_dim = int(state["config"].get("latent_dim", 100))
-    generator = make_model_generator(MODELS[kind].architecture, latent_dim)
+    with own_torch_state():  # float32 as trained, and the caller's random stream left alone by the initialisation
+        generator = make_model_generator(MODELS[kind].architecture, latent_dim)
     try:
         generator.load_state_dict(state["generator"])
     except RuntimeError as exc:

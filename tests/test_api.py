@@ -130,6 +130,38 @@ def test_the_callers_module_comes_back_on_the_device_it_was_on():
     assert moves == [torch.device("meta"), torch.device("cpu")]
 
 
+def test_every_submodule_of_the_callers_generator_comes_back_in_its_own_mode(base):
+    # Only the top module's flag was restored: a generator in training mode with a frozen BatchNorm came back with
+    # that BatchNorm unfrozen (module.train(True) sets every submodule).
+    module = torch.nn.Sequential(torch.nn.Linear(8, 784), torch.nn.BatchNorm1d(784), torch.nn.Tanh())
+    module.train()
+    module[1].eval()
+    run(base, (module, 8), metrics=["fid"])
+    assert [m.training for m in module.modules()] == [True, True, False, True]
+
+
+def test_evaluate_and_the_metric_leave_the_callers_random_stream_and_dtype_alone(base):
+    # Building the extractor and the checkpoint's generator ran PyTorch's default initialisation (before the saved
+    # weights replaced it), which drew from the caller's global random stream: a seeded training loop that scores
+    # itself went on with other random numbers than without the score.
+    from ganbench import GanbenchMetric
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    for act in (lambda: run(base, base / CHECKPOINT, metrics=["fid"]), lambda: GanbenchMetric(EXTRACTOR, ["fid"])):
+        torch.manual_seed(0)
+        act()
+        assert torch.equal(torch.rand(3), expected)
+    # float64 as the default dtype (scientific code sets it) gave "Input type (float) and bias type (double)"
+    plain = run(base, base / CHECKPOINT, metrics=["fid", "kid"])
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert run(base, base / CHECKPOINT, metrics=["fid", "kid"]).values == plain.values
+    finally:
+        torch.set_default_dtype(saved)
+
+
 def test_an_npz_and_a_folder_of_the_images_give_the_tensors_numbers(base, tmp_path):
     from PIL import Image
 

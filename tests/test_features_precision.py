@@ -98,3 +98,31 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns_that_it_is_slower(monkeyp
 
 def test_the_cpu_bf16_probe_answers_on_this_machine():
     assert isinstance(torch.ops.mkldnn._is_mkldnn_bf16_supported(), bool)  # the private op the probe relies on exists
+
+
+def test_a_callers_autocast_does_not_change_fp32_features(images):
+    # The extractor ran inside whatever autocast the caller had open: bf16 features labelled fp32, stored and cached
+    # under the fp32 protocol (GanbenchMetric.update or ganbench.evaluate inside a mixed-precision training loop).
+    extractor = build_extractor(EXTRACTOR)
+    plain = extract_features(extractor, images, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = extract_features(extractor, images, 32)
+    np.testing.assert_array_equal(inside.features, plain.features)
+    np.testing.assert_array_equal(inside.logits, plain.logits)
+    bf16 = build_extractor(EXTRACTOR, precision="bf16")
+    with torch.autocast("cpu", dtype=torch.float16):  # asked-for bf16 is bf16 whatever the caller's autocast
+        np.testing.assert_array_equal(extract_features(bf16, images, 32).features,
+                                      extract_features(build_extractor(EXTRACTOR, precision="bf16"), images, 32).features)
+
+
+def test_float64_as_the_default_dtype_gives_the_same_features(images):
+    # torch.set_default_dtype(torch.float64), common in scientific code, made the extractor's weights float64 and
+    # its float32 input a raw "Input type (float) and bias type (double) should be the same".
+    plain = extract_features(build_extractor(EXTRACTOR), images, 32)
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        features = extract_features(build_extractor(EXTRACTOR), images, 32)
+    finally:
+        torch.set_default_dtype(saved)
+    np.testing.assert_array_equal(features.features, plain.features)

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ganbench.devices import own_torch_state
 from ganbench.errors import ConfigError, DataUnavailableError, GanbenchWarning, one_line
 from ganbench.protocol import PRECISIONS, precisions_on
 
@@ -92,10 +93,12 @@ class FeatureExtractor(nn.Module):
     def forward(self, images: torch.Tensor) -> ExtractorOutput:
         check_images(images)
         device = _device_of(self)
-        if self.precision != "bf16":
-            with _tf32(device, allowed=self.precision == "tf32"):
-                return self._forward(images)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        # The caller's autocast (a mixed-precision training loop) must not reach an fp32 or tf32 extractor: its
+        # features would be reduced-precision ones under the fp32 protocol, in the store and the feature cache.
+        with own_torch_state(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            if self.precision != "bf16":
+                with _tf32(device, allowed=self.precision == "tf32"):
+                    return self._forward(images)
             out = self._forward(images)
         return ExtractorOutput(out.features.float(), None if out.logits is None else out.logits.float())
 

@@ -109,8 +109,11 @@ def build_extractor(name: str, precision: str = "fp32", **options):
     if name not in EXTRACTORS:
         raise ConfigError(f"unknown extractor {name!r}; expected one of {', '.join(EXTRACTORS)} (--extractor)")
     module_name, function_name = EXTRACTORS[name][0].split(":")
+    from ganbench.devices import own_torch_state
+
     builder = getattr(importlib.import_module(module_name), function_name)
-    extractor = builder(**options).set_precision(precision)
+    with own_torch_state():
+        extractor = builder(**options).set_precision(precision)
     if str(options.get("device", "cpu")).startswith("cuda"):
         import torch
 
