@@ -239,6 +239,34 @@ def test_on_cuda_the_values_are_the_cpus():
         assert float(on_gpu[name]) == pytest.approx(float(on_cpu[name]), rel=1e-6, abs=1e-9), name
 
 
+@pytest.mark.parametrize("keep_real", [True, False])
+def test_calling_the_metric_adds_the_batch_as_update_does(lenet, batches, keep_real):
+    # torchmetrics' forward computes a batch value by resetting, updating and merging the state back: with the real
+    # set kept over resets, every call added the real set again (its count doubled, FID moved); without it every
+    # call raised "received 0 real" and left the counts of that one batch. A set metric has no batch value.
+    expected = fed(GanbenchMetric(lenet, METRICS), batches).compute()
+    metric = GanbenchMetric(lenet, METRICS, reset_real_features=not keep_real)
+    for batch in batches["real"]:
+        assert metric(batch, real=True) is None
+    for batch in batches["fake"]:
+        assert metric(batch, real=False) is None
+    assert (int(metric.real_count), int(metric.fake_count)) == (120, 100)
+    assert {k: float(v) for k, v in metric.compute().items()} == {k: float(v) for k, v in expected.items()}
+
+
+@pytest.mark.parametrize("convert", [lambda m: m.to(torch.float64), lambda m: m.to(torch.float16),
+                                     lambda m: m.set_dtype(torch.float32), lambda m: m.to(device="cpu", dtype=torch.bfloat16)])
+def test_dtype_conversions_leave_the_extractor_and_the_sums_as_they_are(lenet, batches, convert):
+    # .to(dtype) converted the extractor's weights (a raw "Input type (float) and bias type (double)" in update) and
+    # the float64 sums (float16 sums of outer products); set_dtype(float32) broke update's float64 addmm_. The values
+    # are defined by float32 features and float64 sums, so a dtype conversion leaves them so (as .double() does).
+    expected = fed(GanbenchMetric(lenet, ("fid", "kid")), batches).compute()
+    metric = convert(GanbenchMetric(build_extractor("lenet-fashion-mnist", device="cpu"), ("fid", "kid")))
+    assert {p.dtype for p in metric.extractor.parameters()} == {torch.float32}
+    assert metric.real_sum.dtype == metric.real_outer.dtype == torch.float64
+    assert {k: float(v) for k, v in fed(metric, batches).compute().items()} == {k: float(v) for k, v in expected.items()}
+
+
 def test_reset_keeps_the_real_set_when_asked():
     metric = GanbenchMetric(PixelMeans(), ("fid", "kid"), reset_real_features=False)
     metric.update(images(20, 1), real=True)
