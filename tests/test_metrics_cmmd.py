@@ -110,3 +110,8 @@ def test_bad_input_is_one_line():
         cmmd_from_features(x, np.zeros((5, 3)))
     with pytest.raises(MetricError, match=r"fake features: received 1 sample\(s\), fewer than the 2 needed"):
         cmmd_from_features(x, x[:1])
+    for bad in (float("nan"), -1.0, "10", None):  # a NaN scale gave NaN; a string sigma a raw TypeError
+        with pytest.raises(MetricError, match=r"CMMD sigma: expected a positive finite number, received "):
+            cmmd_from_features(x, x, sigma=bad)
+        with pytest.raises(MetricError, match=r"CMMD scale: expected a positive finite number, received "):
+            cmmd_from_features(x, x, scale=bad)

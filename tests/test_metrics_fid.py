@@ -164,6 +164,8 @@ def test_bad_inputs_raise_metric_error_with_pinned_messages():
     mu, sigma = feature_statistics(x)
     with pytest.raises(MetricError, match=r"statistics dimensions differ: mu1 has D=64, mu2 has D=63"):
         frechet_distance(mu, sigma, mu[:63], sigma[:63, :63])
+    with pytest.raises(MetricError, match=r"mu1: expected real numbers, received dtype <U1"):
+        frechet_distance("a", "b", "c", "d")  # was a raw numpy error
     with pytest.raises(MetricError, match=r"expected shapes \(D,\) and \(D, D\), received \(64,\) and \(64, 63\)"):
         frechet_distance(mu, sigma[:, :63], mu, sigma)
     skew = sigma.copy()

@@ -133,6 +133,13 @@ def test_kid_bad_inputs():
     bad[0, 0] = np.inf
     with pytest.raises(MetricError, match=r"fake features: 1 value\(s\) are NaN or inf"):
         kernel_inception_distance(x, bad, subset_size=100)
+    # kernel options: a NaN or negative gamma gave NaN or a negative "distance"; a string was a raw TypeError
+    for gamma in (float("nan"), -1.0, 0.0, "0.1", True):
+        with pytest.raises(MetricError, match=r"gamma: expected a positive finite number or None \(1 / D\), received "):
+            kernel_inception_distance(x, y, subset_size=100, gamma=gamma)
+    for coef0 in (float("inf"), "a", None):
+        with pytest.raises(MetricError, match=r"coef0: expected a finite number, received "):
+            kernel_inception_distance(x, y, subset_size=100, coef0=coef0)
 
 
 def test_kid_draws_subsets_in_the_order_of_torch_fidelitys_command_line():

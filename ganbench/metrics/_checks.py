@@ -99,3 +99,23 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise MetricError(f"{name}: expected a positive integer, received {value!r}")
     return int(value)
+
+
+def check_finite_number(value, name: str, *, positive: bool = False, default: str | None = None) -> float | None:
+    """A real, finite number (not a bool or a string), > 0 when `positive`: a kernel's or a scale's option.
+    With `default` (what None means), None is accepted too."""
+    if value is None and default is not None:
+        return None
+    expected = ("a positive finite number" if positive else "a finite number") + (f" or None ({default})" if default else "")
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
+            or not np.isfinite(value) or (positive and not value > 0):
+        raise MetricError(f"{name}: expected {expected}, received {value!r}")
+    return float(value)
+
+
+def real_array(x, name: str) -> np.ndarray:
+    """Array-like or tensor -> float64 numpy array; strings, objects and complex numbers are refused in one line."""
+    array = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise MetricError(f"{name}: expected real numbers, received dtype {array.dtype}")
+    return array.astype(np.float64, copy=False)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ganbench.errors import MetricError
-from ganbench.metrics._checks import as_tensor, check_same_device, check_same_dim
+from ganbench.metrics._checks import as_tensor, check_finite_number, check_same_device, check_same_dim
 
 SIGMA = 10.0  # the official code's _SIGMA
 SCALE = 1000.0  # the official code's _SCALE: the value is reported x1000
@@ -53,8 +53,8 @@ def cmmd_from_features(real, fake, *, estimator: str = "unbiased", sigma: float 
     """
     if estimator not in ESTIMATORS:
         raise MetricError(f"CMMD estimator: received {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
-    if not sigma > 0:
-        raise MetricError(f"CMMD sigma: received {sigma!r}; expected a positive bandwidth")
+    sigma = check_finite_number(sigma, "CMMD sigma", positive=True)
+    scale = check_finite_number(scale, "CMMD scale", positive=True)
     x = as_tensor(real, "real features", widen=torch.float64).to(torch.float64)
     y = as_tensor(fake, "fake features", widen=torch.float64).to(torch.float64)
     check_same_dim(x, y)

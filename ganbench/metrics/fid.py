@@ -22,7 +22,7 @@ import scipy.linalg
 import torch
 
 from ganbench.errors import MetricError
-from ganbench.metrics._checks import as_numpy, as_tensor, check_same_device, check_same_dim
+from ganbench.metrics._checks import as_numpy, as_tensor, check_same_device, check_same_dim, real_array
 
 # Eigenvalues below -NEG_TOL * (largest eigenvalue) are not round-off: float64 round-off is ~1e-13
 # relative at D = 2048, and float32-stored statistics reach ~1e-7; 1e-6 leaves room for both.
@@ -94,8 +94,8 @@ class StreamingStatistics:
 
 
 def _as_statistics(mu, sigma, which: str) -> tuple[np.ndarray, np.ndarray]:
-    mu = np.atleast_1d(np.asarray(mu.detach().cpu() if hasattr(mu, "detach") else mu, dtype=np.float64))
-    sigma = np.atleast_2d(np.asarray(sigma.detach().cpu() if hasattr(sigma, "detach") else sigma, dtype=np.float64))
+    mu = np.atleast_1d(real_array(mu, f"mu{which}"))
+    sigma = np.atleast_2d(real_array(sigma, f"sigma{which}"))
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise MetricError(
             f"mu{which}, sigma{which}: expected shapes (D,) and (D, D), received {mu.shape} and {sigma.shape}"

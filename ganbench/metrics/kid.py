@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from ganbench.errors import MetricError
-from ganbench.metrics._checks import as_tensor, check_positive_int, check_same_device, check_same_dim, check_seed
+from ganbench.metrics._checks import (
+    as_tensor,
+    check_finite_number,
+    check_positive_int,
+    check_same_device,
+    check_same_dim,
+    check_seed,
+)
 
 _CHUNK = 2048  # kernel rows per product
 
@@ -72,6 +79,8 @@ def kernel_inception_distance(
     subset_size = check_positive_int(subset_size, "subset_size")
     degree = check_positive_int(degree, "degree")
     seed = check_seed(seed)
+    gamma = check_finite_number(gamma, "gamma", positive=True, default="1 / D")
+    coef0 = check_finite_number(coef0, "coef0")
     if subset_size < 2:
         raise MetricError(f"subset_size: received {subset_size}; the unbiased estimator needs at least 2")
     real = as_tensor(real, "real features", widen=torch.float64)
