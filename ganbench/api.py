@@ -146,6 +146,7 @@ def evaluate(
     _check_types(reference=reference, extractor=extractor, metrics=metrics, num_samples=num_samples, seed=seed,
                  batch_size=batch_size, bootstrap=bootstrap, store=store, cache_dir=cache_dir, data_root=data_root,
                  inception_weights=inception_weights, device=device, precision=precision, preprocessing=preprocessing)
+    num_samples, seed, batch_size, bootstrap = int(num_samples), int(seed), int(batch_size), int(bootstrap)  # numpy's too
     cfg = EvalConfig(
         paths=(_label(source),), references=(str(reference),), num_samples=num_samples, extractors=(extractor,),
         inception_weights=None if inception_weights is None else str(inception_weights), preprocessing=preprocessing,
@@ -228,7 +229,7 @@ def _check_types(**options) -> None:
     """Wrong types are one-line ConfigErrors here, not TypeErrors from deep inside (or silent: True is not 1)."""
     for name in ("num_samples", "seed", "batch_size", "bootstrap"):
         value = options[name]
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
             raise ConfigError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
     for name in ("store", "cache_dir", "data_root", "inception_weights"):
         if options[name] is not None and not isinstance(options[name], str | Path):
@@ -236,6 +237,11 @@ def _check_types(**options) -> None:
     for name in ("device", "precision", "preprocessing"):
         if not isinstance(options[name], str):
             raise ConfigError(f"{name}: expected a string, got {type(options[name]).__name__}")
+    from ganbench.features.inception import PREPROCESSINGS
+
+    if options["preprocessing"] not in PREPROCESSINGS:  # Inception's; the CLI's choices refuse it for every extractor
+        raise ConfigError(f"unknown Inception preprocessing {options['preprocessing']!r}; expected one of: "
+                          f"{', '.join(PREPROCESSINGS)} (--preprocessing)")
     if not isinstance(options["extractor"], str):
         raise ConfigError(f"extractor: expected one extractor name, got {type(options['extractor']).__name__} "
                           "(evaluate one extractor per call)")
@@ -312,9 +318,15 @@ def _load(source, where, cfg: EvalConfig):
         return load_source(where, cfg)
     if (generator := _generator(source)) is not None:
         return Loaded(where.run, cfg.num_samples, generator=generator)
-    if callable(source) and not hasattr(source, "shape"):
-        images = source(cfg.num_samples)
-        if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[0] < cfg.num_samples:
+    asked = callable(source) and not hasattr(source, "shape")
+    if asked:
+        try:
+            images = source(cfg.num_samples)
+        except (MemoryError, torch.OutOfMemoryError):
+            raise
+        except Exception as exc:  # the caller's code: its failure in one line, as a generator's is
+            raise SampleError(f"{where.label} failed: {type(exc).__name__}: {one_line(exc)}") from exc
+        if hasattr(images, "shape") and len(images.shape) == 4 and images.shape[0] < cfg.num_samples:
             raise SampleError(f"{where.label} returned {images.shape[0]} images when asked for {cfg.num_samples}")
     else:
         images = source

@@ -19,7 +19,7 @@ from conftest import make_idx_split, readme_python_block
 
 from ganbench.api import evaluate
 from ganbench.cli import main
-from ganbench.errors import CheckpointError, ConfigError, GanbenchError, MetricError
+from ganbench.errors import CheckpointError, ConfigError, GanbenchError, MetricError, SampleError
 from ganbench.results import ResultsStore
 
 EXTRACTOR = "lenet-fashion-mnist"
@@ -297,6 +297,13 @@ def test_the_readme_example_runs(base, tmp_path, monkeypatch):
         ({"store": 5}, ConfigError, r"^store: expected a path or None, got int$"),
         ({"reference": torch.zeros(2)}, ConfigError, r"^reference: expected DATASET:SPLIT\[:N\], a folder or an \.npz "
                                                      r"path, got Tensor$"),
+        # Inception's preprocessing under another extractor: the CLI refuses it (a choice), the API took it silently
+        ({"preprocessing": "x"}, ConfigError, r"^unknown Inception preprocessing 'x'; expected one of: tf1, "),
+        # a callable's failure was a raw ZeroDivisionError (a generator's is a SampleError); a callable giving fewer
+        # images than asked was refused for a tensor and scored with a note for a numpy array
+        ({"source": lambda n: 1 / 0}, SampleError, r"^<callable .*<lambda>> failed: ZeroDivisionError: division by zero$"),
+        ({"source": lambda n: np.zeros((10, 1, 28, 28), np.uint8)}, SampleError,
+         r"^<callable .*<lambda>> returned 10 images when asked for 64$"),
     ],
 )
 def test_bad_options_raise_the_clis_one_line_messages(base, options, error, pattern):
@@ -304,6 +311,11 @@ def test_bad_options_raise_the_clis_one_line_messages(base, options, error, patt
     with pytest.raises(error, match=pattern) as raised:
         run(base, options.pop("source", base / CHECKPOINT), **options)
     assert "\n" not in str(raised.value)
+
+
+def test_numpy_integers_are_integers(base):
+    assert run(base, base / CHECKPOINT, metrics=["fid"], num_samples=np.int64(N), seed=np.int32(0)).values == \
+        run(base, base / CHECKPOINT, metrics=["fid"]).values
 
 
 def test_the_same_bad_options_through_the_cli_say_the_same(base, tmp_path, capsys):
