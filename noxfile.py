@@ -35,4 +35,4 @@ def demo(session: nox.Session) -> None:
     session.run("ganbench", "train", "baseline", "--dataset", "fashion-mnist", "--epochs", "5",
                 "--checkpoint-every", "1", "--out", out)
     session.run("ganbench", "eval", out, "--extractor", "lenet-fashion-mnist", "--num-samples", "2000")
-    session.run("ganbench", "report", "--out", "reports/quickstart")
+    session.run("ganbench", "report", "--out", "quickstart")

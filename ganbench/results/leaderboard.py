@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ganbench.errors import counted, single_line
 from ganbench.metrics.registry import METRICS
-from ganbench.protocol import SELECTION_SUBSET_SEED, SELECTION_SUBSET_SIZE, selection_reference
+from ganbench.protocol import DATASETS, SELECTION_SUBSET_SEED, SELECTION_SUBSET_SIZE, selection_reference
 from ganbench.train.zoo import MODELS  # the model names (plain data, no torch)
 
 if TYPE_CHECKING:
@@ -256,8 +256,9 @@ def _rule_text(rule: str, select_metric: str, select_on: str | None, protocol: d
     if rule == "final":
         return "final: each seed's last evaluated checkpoint"
     extreme = "lowest" if direction(select_metric) == "lower" else "highest"
-    where = select_on or (f"{selection_reference('DATASET')} (a fixed {SELECTION_SUBSET_SIZE:,}-image training subset, "
-                          f"seed {SELECTION_SUBSET_SEED})")
+    dataset = str(protocol["reference_name"]).partition(":")[0]  # the reported split's dataset names the subset
+    where = select_on or (f"{selection_reference(dataset if dataset in DATASETS else 'DATASET')} (a fixed "
+                          f"{SELECTION_SUBSET_SIZE:,}-image training subset, seed {SELECTION_SUBSET_SEED})")
     return (f"best: each seed's checkpoint with the {extreme} {select_metric} on {where}, "
             f"reported on {protocol['reference_name']}")
 

@@ -195,7 +195,8 @@ class ResultsStore:
             return sqlite3.connect(f"{self.path.resolve().as_uri()}{uri}", uri=True, timeout=self.lock_timeout_s,
                                    isolation_level=None)
         except sqlite3.Error as exc:
-            raise ResultsStoreError(f"{self.path}: cannot open ({exc}); pass a readable --results path") from exc
+            needed = "a readable" if uri else "a readable and writable"
+            raise ResultsStoreError(f"{self.path}: cannot open ({exc}); pass {needed} --results path") from exc
 
     # -- opening ---------------------------------------------------------------------------------
 
