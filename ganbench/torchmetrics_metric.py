@@ -44,7 +44,8 @@ class GanbenchMetric(Metric):
 
     extractor: a registered name (`ganbench.features.registry`) built with `extractor_options` (weights=, ...),
         or a FeatureExtractor. It runs in eval mode whatever the training mode of the module holding this metric.
-    metrics: some of METRICS. compute() returns each as a 0-d float64 tensor, plus 'kid_std' with 'kid'.
+    metrics: some of METRICS. compute() returns each as a 0-d float64 tensor, plus 'kid_std' with 'kid' (NaN when
+        every KID subset is both whole sets, equal counts under 1,000: no spread is measured, as eval stores none).
     """
 
     is_differentiable = False
@@ -152,6 +153,8 @@ class GanbenchMetric(Metric):
                 kid = metric_options("kid", n_real, n_fake)
                 out["kid"], out["kid_std"] = kernel_inception_distance(real, fake, kid["subsets"], kid["subset_size"],
                                                                        degree=kid["degree"], seed=kid["seed"])
+                if kid["subset_size"] == n_real == n_fake:  # every subset is both whole sets: no spread (eval: None)
+                    out["kid_std"] = float("nan")
             pr_k = PR_K if {"precision", "recall"} & set(self.metrics) else None
             dc_k = DC_K if {"density", "coverage"} & set(self.metrics) else None
             if pr_k or dc_k:

@@ -267,6 +267,22 @@ def test_dtype_conversions_leave_the_extractor_and_the_sums_as_they_are(lenet, b
     assert {k: float(v) for k, v in fed(metric, batches).compute().items()} == {k: float(v) for k, v in expected.items()}
 
 
+def test_kid_std_is_nan_where_eval_stores_none(lenet, batches):
+    # With as many real as generated images and fewer than 1,000 of each, every KID subset is both whole sets
+    # reordered: the spread over subsets is rounding (~1e-15), which eval stores as no std. The metric returned it.
+    from ganbench.metric_values import metrics_from_features
+
+    metric = GanbenchMetric(lenet, ("kid",))
+    metric.update(torch.cat(batches["real"])[:100], real=True)
+    metric.update(torch.cat(batches["fake"]), real=False)
+    values = metric.compute()
+    protocol = dict(lenet.protocol)
+    expected = metrics_from_features(FeatureSet(batches["features"]["real"][:100], None, protocol),
+                                     FeatureSet(batches["features"]["fake"], None, protocol), ("kid",))["kid"]
+    assert expected.std is None and float(values["kid"]) == pytest.approx(expected.value, rel=1e-8)  # other batches
+    assert torch.isnan(values["kid_std"])
+
+
 def test_reset_keeps_the_real_set_when_asked():
     metric = GanbenchMetric(PixelMeans(), ("fid", "kid"), reset_real_features=False)
     metric.update(images(20, 1), real=True)
