@@ -163,3 +163,46 @@ def test_target_limits_cleanup_to_one_name_and_missing_folders_are_fine(tmp_path
     assert remove_stale_temporaries(tmp_path, target="reports") == 1
     assert [p.name.split(".ganbench-")[0] for p in tmp_path.iterdir()] == [".other"]
     assert remove_stale_temporaries(tmp_path / "missing") == 0
+
+
+class _FillingFile:
+    """A file on a disk that fills after `room` bytes: write() raises ENOSPC, as a real full disk does."""
+
+    def __init__(self, f, room: int):
+        self._f, self._room = f, room
+
+    def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        if size > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= size
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+@pytest.mark.parametrize("command", ["train", "classifier"])
+def test_a_disk_that_fills_while_a_checkpoint_is_written_is_one_line(tiny_data_root, tmp_path, capsys, monkeypatch,
+                                                                     command):
+    # torch.save turns the file's OSError into a RuntimeError ("unexpected pos ..."), which printed a traceback
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode: _FillingFile(real_fdopen(fd, mode), 200_000))
+    if command == "train":
+        args = ["train", "baseline", "--dataset", "fashion-mnist", "--data-root", str(tiny_data_root), "--epochs", "1",
+                "--max-train-images", "64", "--out", str(tmp_path / "out"), "--quiet"]
+    else:
+        args = ["train", "classifier", "--dataset", "fashion-mnist", "--data-root", str(tiny_data_root), "--epochs", "1",
+                "--out", str(tmp_path / "lenet.pt"), "--max-train-images", "64", "--max-test-images", "64", "--batch-size", "32"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and err.count("ganbench: error:") == 1, err
+    assert re.search(r"^ganbench: error: disk full: No space left on device \(.*\.pt\); free some space", last), err
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]  # no temporary left behind

@@ -56,7 +56,8 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     strings and containers happen to be one object would otherwise show in the file (a resumed run's optimiser state,
     rebuilt from a loaded file, pickled its repeated 'step' keys apart), and the results store, which keys
     checkpoints by content, would count a resumed run's equal checkpoint as another source."""
-    atomic_write_bytes(Path(path), lambda f: _write(state, f))
+    data = checkpoint_bytes(state)  # in memory first: torch.save turns a full disk's OSError into a RuntimeError
+    atomic_write_bytes(Path(path), lambda f: f.write(data))
 
 
 def checkpoint_bytes(state: dict) -> bytes:

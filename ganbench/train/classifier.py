@@ -17,6 +17,7 @@ command that reproduces it, test accuracy, sha256, seed, epochs, torch version, 
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 import time
@@ -82,7 +83,9 @@ def train_classifier(cfg: ClassifierConfig, progress: bool = True) -> Classifier
         "history": history,
         "state_dict": {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()},
     }
-    atomic_write_bytes(out, lambda f: torch.save(state, f))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # in memory first: torch.save turns a full disk's OSError into a RuntimeError
+    atomic_write_bytes(out, lambda f: f.write(buffer.getbuffer()))
     sidecar = {
         "file": out.name,
         "sha256": lenet.file_sha256(out),
