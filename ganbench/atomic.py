@@ -7,6 +7,7 @@ dead on this host) from the temporaries of a writer that is still running.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -75,18 +76,72 @@ def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object]) ->
 
 
 def replace_dir(new: Path, out: Path) -> None:
-    """Put the finished folder `new` at `out`: the old folder is moved aside first and removed only once the
-    new one is in place, so `out` is always either the old or the complete new folder.
+    """Put the finished folder `new` at `out`, so that `out` is always either the old or the complete new folder.
 
-    It replaces whatever folder `out` is; callers decide whether that folder may be replaced."""
+    On Linux the two are exchanged in one step (renameat2 RENAME_EXCHANGE) and `new` then holds the old folder,
+    which is removed. Elsewhere, or on a file system without the exchange, the old folder is moved aside into a
+    temporary first and removed only once the new one is in place; a kill between the two renames leaves it there,
+    and `put_back_moved_aside` restores it. It replaces whatever folder `out` is; callers decide whether it may."""
+    os.chmod(new, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the user's usual mode
+    if out.exists() and _exchange(new, out):
+        shutil.rmtree(new, ignore_errors=True)
+        return
     old = None
     if out.exists():
         old = make_temporary_dir(out, "old")
         os.replace(out, old / out.name)
     os.replace(new, out)
-    os.chmod(out, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the user's usual mode
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE); False where that is not available."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # an old kernel, or a file system without it
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def put_back_moved_aside(out: Path) -> bool:
+    """When `out` is missing and a killed `replace_dir` left it moved aside (a stale `.old` temporary beside it
+    holding `out.name`), move it back; True when it did. Live writers' temporaries are never touched."""
+    if out.exists() or out.is_symlink():
+        return False
+    try:
+        entries = sorted(os.scandir(out.parent), key=lambda e: e.stat(follow_symlinks=False).st_mtime, reverse=True)
+    except OSError:
+        return False
+    for entry in entries:
+        match = _OURS.match(entry.name)
+        if match is None or match["target"] != out.name or not entry.name.endswith(".old") or not _is_stale(match, entry):
+            continue
+        inside = Path(entry.path) / out.name
+        if inside.is_dir() and not inside.is_symlink():
+            os.replace(inside, out)
+            shutil.rmtree(entry.path, ignore_errors=True)
+            return True
+    return False
+
+
+def _is_stale(match: re.Match, entry: os.DirEntry, now: float | None = None) -> bool:
+    """A temporary whose writer is dead on this host, or older than STALE_AFTER_S."""
+    now = time.time() if now is None else now
+    pid = match.groupdict().get("pid")
+    if pid is not None and match["host"] == _host_tag() and _pid_is_dead(int(pid)):
+        return True
+    return now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
 
 
 def _pid_is_dead(pid: int) -> bool:
@@ -109,7 +164,6 @@ def remove_stale_temporaries(folder: Path, *, target: str | None = None, now: fl
     Best effort: a folder that is missing or cannot be listed, or an entry that cannot be removed, is skipped.
     """
     now = time.time() if now is None else now
-    host = _host_tag()
     removed = 0
     try:
         entries = list(os.scandir(folder))
@@ -123,9 +177,7 @@ def remove_stale_temporaries(folder: Path, *, target: str | None = None, now: fl
         try:
             if entry.is_symlink():  # we never make links; a link with such a name is not ours to delete
                 continue
-            stale = bool(ours and ours["host"] == host and _pid_is_dead(int(ours["pid"])))
-            stale = stale or now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
-            if not stale:
+            if not _is_stale(match, entry, now):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)

@@ -17,12 +17,13 @@ import math
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ganbench import __version__
-from ganbench.atomic import make_temporary_dir, remove_stale_temporaries, replace_dir
+from ganbench.atomic import make_temporary_dir, put_back_moved_aside, remove_stale_temporaries, replace_dir
 from ganbench.errors import ConfigError, ResultsStoreError
 from ganbench.metrics.registry import METRICS
 from ganbench.results import neighbours
@@ -411,6 +412,8 @@ def index_html(tables: list[Table], configs: dict[str, str], curves: dict[tuple[
 def write_report(cfg: ReportConfig) -> tuple[Path, list[Table], dict[str, str]]:
     """Build every file in a temporary folder beside `cfg.out`, then move it into place (see `check_out`)."""
     out = Path(cfg.out)
+    if put_back_moved_aside(out.resolve()):  # a report killed between replace_dir's two renames (no exchange here)
+        print(f"ganbench: put back {out}, which a killed report had moved aside", file=sys.stderr)
     check_out(out, cfg.results)
     frame = filter_results(load_results(cfg.results), cfg)
     tables = make_tables(frame, cfg)
