@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 
 from ganbench.errors import GanbenchError
 from ganbench.results import COLUMNS, SCHEMA_VERSION, Protocol, ResultRow, ResultsStore, ResultsStoreError, RunInfo
+from ganbench.results.schema import APPLICATION_ID
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -343,6 +345,38 @@ def test_newer_schema_version_is_refused(tmp_path: Path):
         ResultsStore(path)
     assert "\n" not in str(caught.value)
     assert isinstance(caught.value, GanbenchError)
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_store_with_ganbenchs_header_but_other_tables_is_refused_in_one_line(tmp_path: Path, read_only: bool):
+    # application_id and user_version were the only checks: eval and report then failed with a traceback
+    # ("no such column: source_sha256") on a file that claims to be a store but is not one
+    path = tmp_path / "fake.sqlite"
+    with raw_connection(path) as conn:
+        conn.execute("CREATE TABLE results (id INTEGER PRIMARY KEY, source_path TEXT)")
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.commit()
+    before = path.read_bytes()
+    with pytest.raises(ResultsStoreError, match=r"^\S*fake\.sqlite has a results table without the columns "
+                                                r"source_sha256, protocol_key, metric, ...; it is not a ganbench results store: "
+                                                r"pass a different --results path$"):
+        ResultsStore(path, read_only=read_only)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_fifo_is_refused_not_waited_on(tmp_path: Path, read_only: bool):
+    # report's read-only open of a named pipe blocked for ever (waiting for a writer); eval said "disk I/O error".
+    # In a subprocess: a blocked open cannot be interrupted from Python.
+    path = tmp_path / "pipe.sqlite"
+    os.mkfifo(path)
+    code = ("from ganbench.results import ResultsStore, ResultsStoreError\n"
+            f"try:\n    ResultsStore({str(path)!r}, read_only={read_only})\n"
+            "except ResultsStoreError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert re.match(r"^\S*pipe\.sqlite is not a regular file \(a named pipe\); pass a results file to --results$",
+                    done.stdout.strip()), (done.stdout, done.stderr)
 
 
 def test_non_sqlite_file_is_refused_and_left_alone(tmp_path: Path):

@@ -23,6 +23,7 @@ The store never prints; callers report what was written or skipped.
 from __future__ import annotations
 
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
@@ -111,6 +112,10 @@ class ResultsStore:
         if self.path.is_dir():
             example = self.path / "ganbench.sqlite"
             raise ResultsStoreError(f"{self.path} is a folder; pass a results file to --results, e.g. {example}")
+        if self.path.exists() and not self.path.is_file():  # SQLite would block on a FIFO until a writer came
+            mode = self.path.stat().st_mode
+            kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device")
+            raise ResultsStoreError(f"{self.path} is not a regular file ({kind}); pass a results file to --results")
         if not self.path.exists():
             if not create:
                 raise ResultsStoreError(f"{self.path}: no results store here; run `ganbench eval --results {self.path}` first")
@@ -222,6 +227,12 @@ class ResultsStore:
                     f"{self.path} has results schema version {version}, written by {origin}; ganbench {__version__} reads "
                     f"schema version {SCHEMA_VERSION}: upgrade ganbench or pass a new --results path"
                 )
+            have = {name for (_, name, *_rest) in conn.execute("PRAGMA table_info(results)").fetchall()}
+            missing = [c for c in ("id", *COLUMNS) if c not in have]
+            if missing:  # ganbench's header on other tables: refused before a query fails on a missing column
+                shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+                raise ResultsStoreError(f"{self.path} has a results table without the columns {shown}; it is not a "
+                                        "ganbench results store: pass a different --results path")
             problems = [text for (text,) in conn.execute("PRAGMA quick_check").fetchall() if text != "ok"]
             if problems:
                 raise _corrupt(self.path, "; ".join(problems))
