@@ -541,6 +541,14 @@ def test_out_that_holds_the_current_folder_the_store_or_a_mount_is_refused(tmp_p
     assert _snapshot(tmp_path) == before and sorted(os.listdir("/")) == top
 
 
+def test_out_below_a_file_names_the_file(tmp_path, capsys):
+    # it said "cannot write there (File exists)"
+    store = write(tmp_path / "r.sqlite", [row(tmp_path, "fid", 1.0)])
+    assert main(["report", "--results", str(store), "--out", str(store / "sub" / "rep"), "--no-plots"]) == 2
+    assert capsys.readouterr().err == (f"ganbench: error: --out {store / 'sub' / 'rep'}: {store} is a file, not a "
+                                       "folder; choose another --out\n")
+
+
 def test_report_on_a_full_disk_is_one_line_naming_out_and_keeps_the_previous_report(tmp_path, capsys, monkeypatch):
     store, out = write(tmp_path / "r.sqlite", [row(tmp_path, "fid", 1.0)]), tmp_path / "reports"
     assert main(["report", "--results", str(store), "--out", str(out), "--no-plots"]) == 0

@@ -478,3 +478,42 @@ def test_a_new_store_on_a_full_disk_says_so_and_leaves_no_empty_file(tmp_path: P
     assert message.startswith(f"cannot write to {path} (database or disk is full); free disk space"), message
     assert "cannot be read" not in message
     assert not path.exists() and not list(tmp_path.iterdir())  # no empty store (nor -wal/-shm) left behind
+
+
+def test_an_existing_store_this_user_cannot_write_is_read_for_eval_and_says_why(tmp_path: Path, monkeypatch):
+    # An immutable file (chattr +i) or one on a read-only mount: SQLite opened it "read-write" and silently read-only,
+    # so eval computed and only then failed with "attempt to write a readonly database; free disk space or ..."
+    import ganbench.results.store as store_module
+
+    path = tmp_path / "r.sqlite"
+    with ResultsStore(path) as store:
+        store.write_results([make_row()])
+    real_access = os.access
+    monkeypatch.setattr(store_module.os, "access", lambda p, mode, **kw: False if Path(p) == path and mode == os.W_OK
+                        else real_access(p, mode, **kw))
+    with pytest.raises(ResultsStoreError, match=rf"^cannot write to {re.escape(str(path))} \(this user may not write "
+                                                r"to it\); pass a writable --results path$"):
+        ResultsStore(path)
+    with ResultsStore.for_writing(path) as store:  # eval: what it holds is still read, and skipped
+        assert len(store.rows()) == 1
+        with pytest.raises(ResultsStoreError, match=r"this user may not write to it"):
+            store.require_writable()
+
+
+@pytest.mark.parametrize(("code", "text", "hint"), [
+    (8, "attempt to write a readonly database", "pass a writable --results path"),
+    (13, "database or disk is full", "free disk space or pass a writable --results path"),
+    (10, "disk I/O error", "free disk space, check the disk, or pass another --results path"),
+])
+def test_a_refused_write_names_its_cause(store: ResultsStore, monkeypatch, code, text, hint):
+    # every refusal said "free disk space", a read-only store too
+    class Refusing(_MalformedConnection):
+        def execute(self, *args, **kwargs):
+            exc = sqlite3.OperationalError(text)
+            exc.sqlite_errorcode = code
+            raise exc
+
+    monkeypatch.setattr(store, "_conn", Refusing(store._conn))
+    with pytest.raises(ResultsStoreError) as refused:
+        store.write_results([make_row()])
+    assert str(refused.value) == f"cannot write to {store.path} ({text}); {hint}"

@@ -460,6 +460,9 @@ def check_out(out: Path, results: str | Path) -> None:
     if target in Path(results).resolve().parents:
         raise ConfigError(f"--out {out} holds the results store {results} that report reads; choose another --out")
     if not target.exists():
+        above = next((p for p in target.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise ConfigError(f"--out {out}: {above} is a file, not a folder; choose another --out")
         return
     if not target.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder; choose another --out")

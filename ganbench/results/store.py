@@ -22,6 +22,7 @@ The store never prints; callers report what was written or skipped.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 import time
@@ -51,6 +52,7 @@ _UPSERT = (
 )
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
 _SQLITE_CANNOT_WRITE = (8, 10, 13)  # READONLY, IOERR, FULL
+_SQLITE_CANTOPEN = 14
 
 
 def _primary_code(exc: sqlite3.Error) -> int | None:
@@ -77,8 +79,16 @@ class _CannotWrite(ResultsStoreError):
     """The store (or the disk under it) refuses writes: read-only, full, failing."""
 
 
-def _cannot_write(path: Path, exc: sqlite3.Error) -> ResultsStoreError:
-    return _CannotWrite(f"cannot write to {path} ({exc}); free disk space or pass a writable --results path")
+_WRITE_HINTS = {
+    8: "pass a writable --results path",  # READONLY
+    13: "free disk space or pass a writable --results path",  # FULL
+    10: "free disk space, check the disk, or pass another --results path",  # IOERR
+}
+
+
+def _cannot_write(path: Path, exc: sqlite3.Error | str) -> ResultsStoreError:
+    hint = _WRITE_HINTS.get(_primary_code(exc) if isinstance(exc, sqlite3.Error) else 8, _WRITE_HINTS[13])
+    return _CannotWrite(f"cannot write to {path} ({exc}); {hint}")
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -167,9 +177,15 @@ class ResultsStore:
             try:
                 self._conn = self._connect(mode)
                 self._retry_locked(self._prepare)
+                if mode == "rw" and not os.access(self.path, os.W_OK):
+                    # immutable, or on a read-only mount: SQLite opens it read-only without a word, and the first
+                    # write (after the work) would fail
+                    raise _cannot_write(self.path, "this user may not write to it")
                 break
             except ResultsStoreError as exc:
-                if mode != "ro" or "unable to open" not in str(exc) and "readonly" not in str(exc):
+                # read-only, but SQLite could not make its -shm file beside the store (a read-only folder or mount,
+                # a full disk): read it as an immutable file instead
+                if mode != "ro" or not any(t in str(exc) for t in ("unable to open", "readonly", "disk I/O error")):
                     self.close()
                     raise
             except BaseException:
@@ -247,6 +263,9 @@ class ResultsStore:
                 raise _corrupt(self.path, str(exc)) from exc
             if not self.read_only and _primary_code(exc) in _SQLITE_CANNOT_WRITE:
                 raise _cannot_write(self.path, exc) from exc
+            if not self.read_only and _primary_code(exc) == _SQLITE_CANTOPEN and not os.access(self.path.parent, os.W_OK):
+                # a WAL store needs its -wal and -shm files beside it: a read-only mount cannot have them made
+                raise _cannot_write(self.path, "its folder cannot be written, for the files SQLite keeps beside it") from exc
             what = "is not a SQLite database" if _primary_code(exc) == _SQLITE_NOTADB else "cannot be read as a results store"
             raise ResultsStoreError(f"{self.path} {what} ({exc}); pass a different --results path") from exc
 
