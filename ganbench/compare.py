@@ -99,19 +99,24 @@ def permutation_test(a: Sequence[float], b: Sequence[float], *, rng: np.random.G
     n, k = len(pooled), len(x)
     total = math.comb(n, k)
     if total <= max_exact:
-        members = _relabellings(n, k)
+        members = _relabellings(n, k)  # row 0 is the observed labelling: A's values first
         adjustment = 0
     else:
         if rng is None:
             raise ValueError(f"{total} relabellings are too many to enumerate; pass rng= to sample {n_random} of them")
         order = np.argsort(rng.random((n_random, n)), axis=1)
-        members = np.zeros((n_random, n))
-        np.put_along_axis(members, order[:, :k], 1.0, axis=1)
+        members = np.zeros((n_random + 1, n))
+        members[0, :k] = 1.0  # the observed labelling, computed as the relabellings are
+        np.put_along_axis(members[1:], order[:, :k], 1.0, axis=1)
         adjustment = 1  # the observed labelling counts as one of the random ones (scipy's convention)
     sums = members @ pooled
-    null = sums / k - (pooled.sum() - sums) / (n - k)
-    observed = float(x.mean() - y.mean())
-    gamma = abs(observed) * np.finfo(np.float64).eps * 100  # equal up to rounding counts as equal (as scipy)
+    differences = sums / k - (pooled.sum() - sums) / (n - k)
+    # The observed difference by the same arithmetic as every relabelling's (mean(x) - mean(y) rounds otherwise,
+    # and its own relabelling could fall outside its tail: p = 0); equal up to rounding counts as equal, at the
+    # scale of the values (a difference of 0.1 between values near 300 carries their rounding).
+    observed = float(differences[0])
+    null = differences if adjustment == 0 else differences[1:]
+    gamma = max(abs(observed), float(np.abs(pooled).max())) * np.finfo(np.float64).eps * 100
     count = len(null) + adjustment
     less = (np.count_nonzero(null <= observed + gamma) + adjustment) / count
     greater = (np.count_nonzero(null >= observed - gamma) + adjustment) / count

@@ -194,3 +194,20 @@ def test_permutation_seeds_for_holm_is_the_fewest_balanced_seeds_whose_corrected
         n = compare.permutation_seeds_for(m, alpha=0.05)
         assert m * compare.smallest_permutation_p(n, n) <= 0.05 < m * compare.smallest_permutation_p(n - 1, n - 1)
     assert compare.permutation_seeds_for(10_000, alpha=0.05) is None  # past the random test's floor, 2 / 100,000
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ([299.76, 299.6, 299.93], [300.43, 300.64, 300.33]),  # a helper's case: p = 0, below the floor of 0.1
+    ([1e6 + 0.1, 1e6 + 0.2, 1e6 + 0.3, 1e6 + 0.25], [1e6 + 0.9, 1e6 + 0.8, 1e6 + 1.0, 1e6 + 0.7]),
+    ([0.701, 0.702, 0.699, 0.705, 0.703], [0.711, 0.712, 0.709, 0.704, 0.708]),
+])
+def test_the_exact_permutation_p_equals_scipys_where_values_are_large_next_to_their_differences(a, b):
+    # The observed difference was computed as mean(a) - mean(b), each relabelling's from sums: rounded differently,
+    # the relabelling equal to the observed one could fall outside its own tail (p = 0 for 3 seeds against 3)
+    ours = compare.permutation_test(a, b)
+    ref = stats.permutation_test((np.array(a), np.array(b)), lambda x, y, axis: x.mean(axis=axis) - y.mean(axis=axis),
+                                 vectorized=True, permutation_type="independent", n_resamples=np.inf)
+    assert ours.exact and ours.p == pytest.approx(ref.pvalue, rel=1e-12)
+    assert ours.p >= ours.smallest_p
+    random = compare.permutation_test(a, b, max_exact=10, rng=np.random.default_rng(0))
+    assert random.p >= random.smallest_p
