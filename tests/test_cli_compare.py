@@ -300,3 +300,39 @@ def test_a_selection_reference_that_matches_nothing_is_refused_in_one_line(tmp_p
     out_dir = tmp_path / "out"
     assert main(["report", "--results", str(path), "--out", str(out_dir), "--select-on", "nosuch:ref", "--no-plots"]) == 2
     assert "--select-on nosuch:ref matches no results" in capsys.readouterr().err and not out_dir.exists()
+
+
+def test_groups_constant_over_seeds_are_decided_by_the_permutation_test(tmp_path, capsys):
+    # Each group the same on every seed (realistic for classes_covered): Welch's t is undefined, so the pair was
+    # "not tested (no spread ...)" although A was ahead on every seed, P(A>B) was hidden, and the header counted
+    # 2 tested pairs while the permutation column was corrected over 3.
+    path = store(tmp_path, models(tmp_path, {"a": [10.0] * 5, "b": [9.0] * 5, "c": [10.0, 9, 10, 10, 9]},
+                                  metric="classes_covered"))
+    code, out, _ = run(capsys, "--results", str(path), "--metric", "classes_covered", "--format", "json")
+    assert code == 0
+    (block,) = json.loads(out)
+    pairs = {(Path(p["group_a"]).parent.name, Path(p["group_b"]).parent.name): p for p in block["pairs"]}
+    ab = pairs[("a", "b")]
+    assert ab["test"] == "permutation" and ab["permutation_p"] == pytest.approx(2 / 252)
+    assert ab["permutation_p_holm"] == pytest.approx(3 * 2 / 252) and ab["verdict"] == "A better"
+    assert ab["prob_improvement"] == 1.0 and "Welch's t is undefined" in ab["note"]
+    ranks = {Path(g).parent.name: r for g, r in block["ranks"].items()}
+    assert ranks["a"] == 1 and ranks["b"] == 2
+    code, out, _ = run(capsys, "--results", str(path), "--metric", "classes_covered")
+    assert "Holm-corrected within this table (Welch over 2 pairs, permutation over 3)" in out
+
+
+def test_the_two_group_view_says_its_test_is_uncorrected_and_shows_each_seeds_epoch_and_notes(tmp_path, capsys):
+    # Its verdict could differ from the all-pairs table's (Holm) for the same pair without saying why; a seed whose
+    # final checkpoint failed was shown with an earlier epoch's value (now left out, and the note shown here).
+    from dataclasses import replace
+
+    rows = models(tmp_path, {"a": A, "b": B, "c": C})
+    failed = row(tmp_path, "a", 3, 1.0)
+    rows = [r for r in rows if r.source_path != failed.source_path]
+    rows.append(replace(failed, value=None, status="failed", error="generator output holds NaN"))
+    code, out, _ = run(capsys, "--results", str(store(tmp_path, rows)), "a", "b")
+    assert code == 0
+    assert "A: a/fashion-mnist: 3 seed(s), mean" in out and "(epochs 10, 10, 10)" in out
+    assert "A: seed 3: its final checkpoint (epoch 10) failed (generator output holds NaN); left out" in out
+    assert "this pair alone, not corrected for the table's other 2 pairs" in out

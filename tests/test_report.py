@@ -117,6 +117,36 @@ def test_best_checkpoint_is_chosen_on_the_selection_reference_and_reported_on_th
     assert table(tables, "final").rows[0].metrics["fid"].values == (2.0, 3.0)
 
 
+def test_a_seed_whose_final_checkpoint_failed_is_left_out_of_final_and_said_so(tmp_path):
+    # The final rule took each seed's last *successfully* scored checkpoint: a run that diverged at its last epoch
+    # (NaN samples: failed rows) was reported, and compared, with an earlier epoch's number, without a word.
+    from dataclasses import replace
+
+    root = tmp_path / "run"
+    rows = [row(root, "fid", 10.0 + seed + (epoch == 5) * 100, seed=seed, epoch=epoch) for seed in (0, 1, 2)
+            for epoch in (5, 10) if (seed, epoch) != (2, 10)]
+    diverged = row(root, "fid", 1.0, seed=2, epoch=10)
+    rows.append(replace(diverged, value=None, status="failed", error="generator output holds NaN"))
+    tables = build_tables(frame(write(tmp_path / "r.sqlite", rows)))
+    final = table(tables, "final").rows[0]
+    assert final.epochs == {0: 10, 1: 10} and final.metrics["fid"].values == (10.0, 11.0)
+    assert final.notes == ["seed 2: its final checkpoint (epoch 10) failed (generator output holds NaN); left out, "
+                           "not replaced by an earlier one"]
+    # best chooses among the checkpoints that were scored: seed 2's epoch 5 remains a candidate there
+    assert table(tables, "best").rows[0].epochs == {0: 10, 1: 10, 2: 5}
+    # every seed diverged: the group stays in the final table, without values, saying why; report and compare run
+    rows = [r for r in rows if r.run.epoch == 5] + [
+        replace(row(root, "fid", 1.0, seed=seed, epoch=10), value=None, status="failed", error="NaN") for seed in (0, 1, 2)]
+    rows += [row(tmp_path / "other", "fid", v, seed=s) for s, v in enumerate((20.0, 21.0, 22.0))]
+    store = write(tmp_path / "all.sqlite", rows)
+    (empty,) = [r for r in table(build_tables(frame(store)), "final").rows if r.n_seeds == 0]
+    assert empty.metrics == {} and len(empty.notes) == 3
+    assert main(["report", "--results", str(store), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
+    assert "its final checkpoint (epoch 10) failed (NaN)" in (tmp_path / "rep" / "leaderboard.md").read_text()
+    assert main(["compare", "--results", str(store), "--rule", "best"]) == 0
+    assert main(["compare", "--results", str(store)]) == 2  # final: one group has values; one line, no traceback
+
+
 def test_without_a_selection_reference_the_table_says_the_choice_used_the_reported_data(tmp_path):
     root = tmp_path / "run"
     rows = [row(root, "fid", v, epoch=e) for e, v in ((10, 7.0), (20, 3.0), (30, 4.0))]

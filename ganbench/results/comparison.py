@@ -223,8 +223,10 @@ def compare_rows(table: Table, a: Row, b: Row, metric: str, *, alpha: float = AL
     pair.permutation_p, pair.permutation_exact, pair.permutation_min_p = perm.p, perm.exact, perm.smallest_p
     pair.prob_improvement, pair.prob_improvement_ci_low, pair.prob_improvement_ci_high = better.p, better.ci_low, better.ci_high
     pair.seeds_needed = compare.seeds_needed(pair.diff, pair.std_a, pair.std_b, alpha=alpha, power=POWER)
-    if math.isnan(w.p):
-        pair.note = "no spread: every seed of both groups gave the same value"
+    if math.isnan(w.p):  # both groups constant over seeds: the exchangeability test still holds
+        pair.test = "permutation"
+        pair.note = ("no spread in either group (each gave one value on every seed): Welch's t is undefined, so the "
+                     "exact permutation test decides")
     elif test == "permutation" and perm.smallest_p > alpha:
         pair.note = (f"with {len(xa)} and {len(xb)} seeds the permutation test cannot go below p = {perm.smallest_p:.3g}; "
                      "train more seeds")
@@ -347,13 +349,21 @@ def header_lines(c: TableComparison) -> list[str]:
         f"{p['reference_name']}, N generated {p['n_generated']}, sampling seed {p['seed']}",
         f"checkpoint rule: {c.table.rule_text}",
         f"diff = mean A - mean B over training seeds [{1 - alpha:.0%} Welch t interval]; p: Welch t and permutation "
-        f"(two-sided; exact up to {compare.MAX_EXACT:,} relabellings), Holm-corrected over this table's "
-        f"{sum(1 for x in c.pairs if x.tested)} tested pair(s); "
+        f"(two-sided; exact up to {compare.MAX_EXACT:,} relabellings), {_holm_counts(c)}; "
         f"verdicts and ranks use the {test} test at alpha {alpha:g}; P(A>B): probability that a run of A beats a run "
         f"of B [95% stratified bootstrap]; seeds: per model for power {POWER:g} at this difference and spread "
         "(noncentral t)",
         *_permutation_floor(c, alpha),
     ]
+
+
+def _holm_counts(c: TableComparison) -> str:
+    """Over how many pairs each column was Holm-corrected: Welch leaves out pairs without spread, permutation not."""
+    welch = sum(1 for x in c.pairs if not math.isnan(x.welch_p))
+    permutation = sum(1 for x in c.pairs if not math.isnan(x.permutation_p))
+    if welch == permutation:
+        return f"Holm-corrected over this table's {welch} tested pair(s)"
+    return f"Holm-corrected within this table (Welch over {welch} pairs, permutation over {permutation})"
 
 
 def _permutation_floor(c: TableComparison, alpha: float) -> list[str]:
@@ -450,12 +460,19 @@ def plain_text(comparisons: list[TableComparison], names: dict[str, str]) -> str
 def detail_text(c: TableComparison, names: dict[str, str]) -> str:
     """Two groups in words: each group's spread, then every test with what it can and cannot say."""
     (p,) = c.pairs
-    rows = {r.group: r.metrics[c.metric] for r in c.table.rows if c.metric in r.metrics}
+    rows = {r.group: r for r in c.table.rows if c.metric in r.metrics}
     lines = header_lines(c)[:2]
     for label, group in (("A", p.group_a), ("B", p.group_b)):
-        agg = rows[group]
+        row, agg = rows[group], rows[group].metrics[c.metric]
+        epochs = [row.epochs[seed] for seed in row.sources]  # the seeds' chosen checkpoints, in the values' order
+        shown = f" (epochs {', '.join('-' if e is None else str(e) for e in epochs)})" if len(epochs) == len(agg.values) else ""
         lines.append(f"{label}: {names.get(group, group)}: {len(agg.values)} seed(s), mean {_num(agg.mean)}, "
-                     f"std {_num(agg.std)}, values {', '.join(_num(v) for v in agg.values)}")
+                     f"std {_num(agg.std)}, values {', '.join(_num(v) for v in agg.values)}{shown}")
+        lines += [f"{label}: {note}" for note in row.notes]
+    testable = sum(1 for r in c.table.rows if c.metric in r.metrics and len(r.metrics[c.metric].values) >= 2)
+    others = testable * (testable - 1) // 2 - 1
+    uncorrected = (f"; this pair alone, not corrected for the table's other {others} pair{'s' if others > 1 else ''}: "
+                   "`ganbench compare` without groups corrects over all of them") if others > 0 else ""
     if not p.tested:
         lines.append(f"no test: {p.note}")
     else:
@@ -466,7 +483,7 @@ def detail_text(c: TableComparison, names: dict[str, str]) -> str:
             f"{_num(p.permutation_p, 3)} (the smallest p these seed counts allow: {_num(p.permutation_min_p, 3)})",
             f"probability of improvement P(a run of A beats a run of B) = {_num(p.prob_improvement, 3)} "
             f"[95% stratified bootstrap {_num(p.prob_improvement_ci_low, 3)}, {_num(p.prob_improvement_ci_high, 3)}]",
-            f"verdict ({p.test} test, alpha {p.alpha:g}): {p.verdict}" + (f"; {p.note}" if p.note else ""),
+            f"verdict ({p.test} test, alpha {p.alpha:g}{uncorrected}): {p.verdict}" + (f"; {p.note}" if p.note else ""),
             "seeds per model to separate them at this difference and spread (alpha "
             f"{p.alpha:g}, power {POWER:g}, two-sample t, noncentral t): "
             + (str(p.seeds_needed) if p.seeds_needed is not None else f"more than {compare.MAX_SEEDS}"),

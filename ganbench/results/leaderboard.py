@@ -215,15 +215,21 @@ def build_tables(frame: pd.DataFrame, *, select_metric: str = "fid", select_on: 
     """The leaderboards of a `tidy()` frame: per reporting protocol, a 'final' and a 'best' table.
 
     `select_on` overrides the selection reference (default: `selection_reference(dataset)` per group)."""
-    ok, superseded = _latest_content(frame)
-    reporting = ok[ok["reference_role"] == "reporting"] if select_on is None else ok[ok["reference_name"] != select_on]
+    ok, superseded, failed = _latest_content(frame)
+
+    def reported(rows: pd.DataFrame) -> pd.DataFrame:
+        return rows[rows["reference_role"] == "reporting"] if select_on is None else rows[rows["reference_name"] != select_on]
+
+    reporting, failed = reported(ok), reported(failed)
     tables = []
     for pid, part in _protocol_order(reporting):
         protocol = _records(part.head(1), PROTOCOL_FIELDS)[0]
         metrics = metric_order(part["metric"].unique())
+        mine = failed[failed["protocol_id"] == pid]
         for rule in RULES:
             rows = [row for group, gpart in part.groupby("group", sort=True)
-                    if (row := _row(str(group), gpart, ok, rule, select_metric, select_on, protocol)) is not None]
+                    if (row := _row(str(group), gpart, ok, rule, select_metric, select_on, protocol,
+                                    mine[mine["group"] == group])) is not None]
             for metric in metrics:
                 ranked = [r for r in rows if metric in r.metrics]
                 aggs = [r.metrics[metric] for r in ranked]
@@ -241,15 +247,16 @@ def build_tables(frame: pd.DataFrame, *, select_metric: str = "fid", select_on: 
     return tables
 
 
-def _latest_content(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The successful rows of each source path's most recently scored content (failed or not), and per protocol id
-    how many paths lost older content: a file or folder rewritten and scored again no longer holds what its older
-    rows measured."""
+def _latest_content(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame]:
+    """The successful rows of each source path's most recently scored content (failed or not), per protocol id
+    how many paths lost older content (a file or folder rewritten and scored again no longer holds what its older
+    rows measured), and the failed rows of the latest content."""
     newest = frame.sort_values("created_at").groupby("source_path", sort=False)["source_sha256"].last()
     current = frame["source_sha256"] == frame["source_path"].map(newest)
     ok = frame["status"] == "ok"
     stale = frame[ok & ~current]
-    return frame[ok & current], {str(pid): int(part["source_path"].nunique()) for pid, part in stale.groupby("protocol_id")}
+    superseded = {str(pid): int(part["source_path"].nunique()) for pid, part in stale.groupby("protocol_id")}
+    return frame[ok & current], superseded, frame[~ok & current]
 
 
 def _rule_text(rule: str, select_metric: str, select_on: str | None, protocol: dict) -> str:
@@ -264,14 +271,18 @@ def _rule_text(rule: str, select_metric: str, select_on: str | None, protocol: d
 
 
 def _row(group: str, part: pd.DataFrame, ok: pd.DataFrame, rule: str, select_metric: str, select_on: str | None,
-         protocol: dict) -> Row | None:
-    """One group's row: pick a checkpoint per seed by `rule`, then aggregate every metric over seeds."""
+         protocol: dict, failed: pd.DataFrame) -> Row | None:
+    """One group's row: pick a checkpoint per seed by `rule`, then aggregate every metric over seeds.
+
+    `failed`: the group's failed rows under this protocol. A seed whose last checkpoint failed altogether (no
+    successful row: NaN samples from a run that diverged) has no final value and is left out with a note, rather
+    than reported with an earlier epoch's number."""
     first = part.iloc[0]
     dataset = _na(first["run_dataset"])
     chosen: dict[int | None, str] = {}  # seed -> source_sha256
     epochs: dict[int | None, int | None] = {}
     sources: dict[int | None, str] = {}
-    selected_on, note = "", ""
+    selected_on, note, notes = "", "", []
     if rule == "best":
         reference = select_on or (selection_reference(dataset) if dataset else None)
         candidates = _selection_candidates(ok, group, protocol, reference, select_metric)
@@ -290,6 +301,11 @@ def _row(group: str, part: pd.DataFrame, ok: pd.DataFrame, rule: str, select_met
         for seed, seed_part in by_seed(part):
             last = seed_part.sort_values(["run_epoch", "created_at"], na_position="first").iloc[-1]
             chosen[_na(seed)] = str(last["source_sha256"])
+        lost = _failed_finals(part, failed)
+        for seed in lost:
+            chosen.pop(seed, None)
+        notes = [f"seed {seed}: its final checkpoint (epoch {epoch}) failed ({error}); left out, not replaced by an "
+                 "earlier one" for seed, (epoch, error) in sorted(lost.items())]
     values: dict[str, list[tuple[float, float | None, float | None]]] = {}
     for seed, sha in chosen.items():
         rows = part[part["source_sha256"] == sha]
@@ -299,14 +315,29 @@ def _row(group: str, part: pd.DataFrame, ok: pd.DataFrame, rule: str, select_met
         sources[seed] = str(rows.iloc[0]["source_path"])
         for _, r in rows.iterrows():
             values.setdefault(str(r["metric"]), []).append((float(r["value"]), _na(r["ci_low"]), _na(r["ci_high"])))
-    if not epochs:
+    if not epochs and not notes:  # every seed's final checkpoint failed: the row stays, empty, with the notes
         return None
-    row = Row(group, str(first["group_kind"]), dataset, rule, selected_on, note, epochs, sources)
+    row = Row(group, str(first["group_kind"]), dataset, rule, selected_on, note, epochs, sources, notes=notes)
     for metric in metric_order(values):
         triples = values[metric]
         stored = (triples[0][1], triples[0][2]) if len(triples) == 1 and triples[0][1] is not None else None
         row.metrics[metric] = aggregate([t[0] for t in triples], stored)
     return row
+
+
+def _failed_finals(part: pd.DataFrame, failed: pd.DataFrame) -> dict[int, tuple[int, str]]:
+    """seed -> (epoch, error) for each seed whose latest checkpoint has failed rows and no successful one."""
+    lost = {}
+    scored = set(part["source_sha256"])
+    for seed, seed_failed in by_seed(failed[failed["run_epoch"].notna() & failed["run_seed"].notna()]):
+        unscored = seed_failed[~seed_failed["source_sha256"].isin(scored)]
+        if unscored.empty:
+            continue
+        last = unscored.sort_values(["run_epoch", "created_at"]).iloc[-1]
+        mine = part[part["run_seed"] == seed]
+        if mine.empty or int(last["run_epoch"]) > int(mine["run_epoch"].max()):
+            lost[int(seed)] = (int(last["run_epoch"]), str(last["error"]))
+    return lost
 
 
 def _selection_candidates(ok: pd.DataFrame, group: str, protocol: dict, reference: str | None,
