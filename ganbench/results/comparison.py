@@ -225,7 +225,7 @@ def compare_rows(table: Table, a: Row, b: Row, metric: str, *, alpha: float = AL
     pair.seeds_needed = compare.seeds_needed(pair.diff, pair.std_a, pair.std_b, alpha=alpha, power=POWER)
     if math.isnan(w.p):  # both groups constant over seeds: the exchangeability test still holds
         pair.test = "permutation"
-        pair.note = ("no spread in either group (each gave one value on every seed): Welch's t is undefined, so the "
+        pair.note = ("no spread in either group, each giving one value on every seed: Welch's t is undefined, so the "
                      "exact permutation test decides")
     elif test == "permutation" and perm.smallest_p > alpha:
         pair.note = (f"with {len(xa)} and {len(xb)} seeds the permutation test cannot go below p = {perm.smallest_p:.3g}; "
@@ -382,13 +382,21 @@ def _permutation_floor(c: TableComparison, alpha: float) -> list[str]:
             + (f"{seeds} seeds per model would let it" if seeds is not None else "no seed count would let it")]
 
 
+def _seeds_cell(p: Pair, words: bool = False) -> str:
+    if p.seeds_needed is not None:
+        return str(p.seeds_needed)
+    if p.diff == 0:  # equal means: there is no difference for more seeds to find
+        return "none: the means are equal" if words else "-"
+    return f"more than {compare.MAX_SEEDS}" if words else f">{compare.MAX_SEEDS}"
+
+
 def _pair_cells(p: Pair, names: dict[str, str]) -> list[str]:
     return [names.get(p.group_a, p.group_a), names.get(p.group_b, p.group_b), f"{p.n_a}/{p.n_b}",
             f"{_num(p.diff)} [{_num(p.diff_ci_low)}, {_num(p.diff_ci_high)}]" if p.tested else _num(p.diff),
             _num(p.welch_p, 3), _num(p.welch_p_holm, 3), _num(p.permutation_p, 3), _num(p.permutation_p_holm, 3),
             f"{_num(p.prob_improvement, 3)} [{_num(p.prob_improvement_ci_low, 3)}, {_num(p.prob_improvement_ci_high, 3)}]"
             if p.tested else "-",
-            (str(p.seeds_needed) if p.seeds_needed is not None else ">100000") if p.tested else "-",
+            _seeds_cell(p) if p.tested else "-",
             p.verdict + (f" ({p.note})" if p.note else "")]
 
 
@@ -486,7 +494,7 @@ def detail_text(c: TableComparison, names: dict[str, str]) -> str:
             f"verdict ({p.test} test, alpha {p.alpha:g}{uncorrected}): {p.verdict}" + (f"; {p.note}" if p.note else ""),
             "seeds per model to separate them at this difference and spread (alpha "
             f"{p.alpha:g}, power {POWER:g}, two-sample t, noncentral t): "
-            + (str(p.seeds_needed) if p.seeds_needed is not None else f"more than {compare.MAX_SEEDS}"),
+            + _seeds_cell(p, words=True),
         ]
     if c.splits:
         lines.append(_split_title(c) + ":")
