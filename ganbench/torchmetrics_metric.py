@@ -55,7 +55,10 @@ class GanbenchMetric(Metric):
     def __init__(self, extractor: str | FeatureExtractor = "inception", metrics: Sequence[str] = ("fid",), *,
                  max_samples: int | None = None, reset_real_features: bool = True, extractor_options: dict | None = None,
                  **kwargs) -> None:
-        super().__init__(**kwargs)
+        try:
+            super().__init__(**kwargs)
+        except (ValueError, TypeError) as exc:  # torchmetrics' keywords (sync_on_compute=, ...) checked there
+            raise ConfigError(f"GanbenchMetric: {one_line(exc)}") from exc
         if not isinstance(metrics, str | Sequence) or not all(isinstance(m, str) for m in metrics):
             raise ConfigError(f"metrics must be a metric name or a sequence of them, got {type(metrics).__name__}")
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)

@@ -342,6 +342,8 @@ def test_a_fully_collapsed_generator_gets_its_fid_not_an_error(lenet, batches, v
      r"images must be a torch.Tensor of uint8 NCHW images, got ndarray"),
     (lambda: GanbenchMetric(PixelMeans(), "fid").update([[1]], True), r"images must be a torch.Tensor .*got list"),
     (lambda: GanbenchMetric(PixelMeans(), "fid").update(images(4, 0), real="no"), r"real must be True or False, got 'no'"),
+    # torchmetrics' own keyword check raised a raw ValueError
+    (lambda: GanbenchMetric(PixelMeans(), "fid", bogus=1), r"GanbenchMetric: .*bogus"),
 ])
 def test_misuse_is_a_ganbench_error_in_one_line(make, pattern):
     # AttributeError / TypeError from deep inside, and real="no" was taken as real
