@@ -10,6 +10,8 @@ import torch
 
 from ganbench.errors import MetricError
 
+TORCH_FIDELITY_SEED = 2020  # torch-fidelity's default rng_seed: IS's shuffle and KID's subsets default to it
+
 
 def _shape_of(x) -> tuple[int, ...]:
     return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)

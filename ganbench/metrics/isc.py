@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from ganbench.errors import MetricError
-from ganbench.metrics._checks import as_numpy, check_positive_int, check_seed
+from ganbench.metrics._checks import TORCH_FIDELITY_SEED, as_numpy, check_positive_int, check_seed
 
-DEFAULT_SEED = 2020  # torch-fidelity's default rng_seed, so defaults give torch-fidelity's number
+DEFAULT_SEED = TORCH_FIDELITY_SEED  # so defaults give torch-fidelity's number
 
 
 def inception_score(logits, splits: int = 10, seed: int = DEFAULT_SEED, shuffle: bool = True) -> tuple[float, float]:

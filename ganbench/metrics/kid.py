@@ -19,6 +19,7 @@ import torch
 
 from ganbench.errors import MetricError
 from ganbench.metrics._checks import (
+    TORCH_FIDELITY_SEED,
     as_tensor,
     check_finite_number,
     check_positive_int,
@@ -66,7 +67,7 @@ def kernel_inception_distance(
     degree: int = 3,
     gamma: float | None = None,
     coef0: float = 1.0,
-    seed: int = 0,
+    seed: int = TORCH_FIDELITY_SEED,
 ) -> tuple[float, float]:
     """(mean, std) of unbiased polynomial MMD^2 over `subsets` random subsets of `subset_size` per side.
 
