@@ -75,6 +75,7 @@ class BaselineConfig:
 
     # Fields that may change between an interrupted run and its --resume without changing the maths.
     RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device", "out", "data_root", "compile", "cuda_graphs")
+    NOT_IN_CHECKPOINT = ("out", "data_root", "device")  # where, not what: config.json beside the run records them
 
     def __post_init__(self) -> None:
         _check_training_run(self)

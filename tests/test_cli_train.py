@@ -112,7 +112,7 @@ def test_resume_starts_a_seed_without_checkpoints_and_skips_a_finished_one(tiny_
     assert re.search(r"--resume: no usable checkpoint in .*seed0; training it from the start", capsys.readouterr().err)
     assert (tmp_path / "out/baseline/fashion-mnist/seed0/epoch_0001.pt").is_file()
     assert main(_train(tiny_data_root, tmp_path / "out", "--resume")) == 0
-    assert re.search(r"seed0 already completed 1 epochs \(--epochs 1\); skipped it", capsys.readouterr().err)
+    assert re.search(r"seed0 already completed 1 epoch \(--epochs 1\); skipped it", capsys.readouterr().err)
 
 
 def test_resume_with_a_different_config(tiny_data_root, tmp_path, capsys):

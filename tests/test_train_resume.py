@@ -281,3 +281,53 @@ def test_a_folder_under_a_checkpoints_name_is_called_a_folder(tmp_path):
         ckpt.load_checkpoint(tmp_path / "epoch_0002.pt")
     with pytest.raises(CheckpointError, match=r"nope\.pt does not exist"):
         ckpt.load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_a_run_resumed_with_fewer_epochs_ending_where_it_stopped_gets_its_final_checkpoint(data_root, tmp_path, capsys):
+    # Interrupted after epoch 1 of --epochs 3 --checkpoint-every 2 (only resume.pt on disk), then resumed with
+    # --epochs 1: "already completed; skipped", and no checkpoint at all (eval found none). The last epoch always
+    # gets one: the files of an uninterrupted --epochs 1 run.
+    with pytest.raises(Killed):
+        with pytest.MonkeyPatch.context() as patch:
+            real = loop._write_epoch_outputs
+
+            def stop_after_first(state, *args, **kwargs):
+                real(state, *args, **kwargs)
+                if state.epoch == 1:
+                    raise Killed("after epoch 1")
+
+            patch.setattr(loop, "_write_epoch_outputs", stop_after_first)
+            train_baseline(_cfg(data_root, tmp_path / "cut", checkpoint_every=2), progress=False)
+    run = train_baseline(_cfg(data_root, tmp_path / "cut", epochs=1), resume=True, progress=False)
+    alone = train_baseline(_cfg(data_root, tmp_path / "alone", epochs=1), progress=False)
+    assert _epoch_files(run) == _epoch_files(alone) == ["epoch_0001.png", "epoch_0001.pt"]
+    assert (run / "epoch_0001.pt").read_bytes() == (alone / "epoch_0001.pt").read_bytes()
+
+
+def test_checkpoint_bytes_do_not_depend_on_where_the_data_was_read_or_how_the_device_was_named(data_root, tmp_path,
+                                                                                                uninterrupted):
+    # The checkpoint's config kept --data-root and --device as typed: the same weights from a symlinked data folder,
+    # or with --device auto on a CPU, were other bytes, so other sources in the results store; and a run resumed
+    # with another spelling of its data folder did not end in the uninterrupted run's bytes.
+    link = tmp_path / "link"
+    link.symlink_to(data_root)
+    other = train_baseline(_cfg(link, tmp_path / "other", device="auto"), progress=False)
+    for pt in uninterrupted.glob("epoch_*.pt"):
+        assert (other / pt.name).read_bytes() == pt.read_bytes(), pt.name
+    train_baseline(_cfg(data_root, tmp_path / "resumed", epochs=2), progress=False)
+    resumed = train_baseline(_cfg(link, tmp_path / "resumed"), resume=True, progress=False)
+    assert (resumed / "epoch_0003.pt").read_bytes() == (uninterrupted / "epoch_0003.pt").read_bytes()
+
+
+def test_a_resume_under_another_cpu_thread_count_says_its_bits_will_differ(data_root, tmp_path, capsys):
+    # dcgan's convolutions round differently with another thread count (a helper measured max |dW| 0.02 after two
+    # epochs): a resume that changes it cannot be bit-identical, and nothing said so
+    import json
+
+    run = train_baseline(_cfg(data_root, tmp_path, epochs=1), progress=False)
+    config = json.loads((run / "config.json").read_text())
+    assert config["torch_threads"] == torch.get_num_threads()
+    (run / "config.json").write_text(json.dumps({**config, "torch_threads": torch.get_num_threads() + 7}))
+    capsys.readouterr()
+    train_baseline(_cfg(data_root, tmp_path, epochs=2), resume=True, progress=False)
+    assert f"was trained with {torch.get_num_threads() + 7} CPU threads and resumes with" in capsys.readouterr().err

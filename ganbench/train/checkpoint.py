@@ -9,7 +9,7 @@ would need arbitrary unpickling, so an untrusted checkpoint can never run code. 
     ganbench_version
     kind            the model's name: "baseline" or another model of ganbench/train/zoo.py
     config          BaselineConfig.to_dict() (ZooConfig's for other models: + model, loss, architecture,
-                    n_critic, gp_weight)
+                    n_critic, gp_weight), less out, data_root and device (NOT_IN_CHECKPOINT: where, not what)
     epoch, step     completed epochs / optimiser steps
     dataset         {"name", "split", "num_images", "fingerprint"}
     generator, discriminator             state_dicts

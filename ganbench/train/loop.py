@@ -30,6 +30,7 @@ shuffling each have their own explicit generator. Restoring all three makes --re
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -104,8 +105,10 @@ class TrainingState:
             "format_version": ckpt.FORMAT_VERSION,
             "ganbench_version": __version__,
             "kind": self.cfg.kind,
-            # Not "out": a checkpoint does not record where it was written, so moving a run keeps its bytes.
-            "config": {k: v for k, v in self.cfg.to_dict().items() if k != "out"},
+            # Not where it was written, where its data were read or how the device was named (config.json keeps
+            # them): the same weights are the same bytes, so the results store, which keys checkpoints by content,
+            # sees one source, and a resume that spells its data folder another way ends in the uninterrupted bytes.
+            "config": {k: v for k, v in self.cfg.to_dict().items() if k not in self.cfg.NOT_IN_CHECKPOINT},
             "epoch": self.epoch,
             "step": self.step,
             "dataset": {"name": dataset.name, "split": dataset.split, "num_images": len(dataset), "fingerprint": fingerprint},
@@ -289,14 +292,15 @@ def train_model(cfg: BaselineConfig, resume: bool = False, progress: bool = True
             timings = read_history_timings(run_dir / "history.csv")
             for row in state.history:
                 row.update(timings.get(row["epoch"], {"seconds": "", "images_per_s": ""}))
-            _complete_epoch_outputs(state, point, dataset, fingerprint, run_dir)
+            _complete_epoch_outputs(state, point, dataset, fingerprint, run_dir, cfg)
             if state.epoch >= cfg.epochs:
-                print(f"ganbench: {run_dir} already completed {state.epoch} epochs (--epochs {cfg.epochs}); "
+                print(f"ganbench: {run_dir} already completed {counted(state.epoch, 'epoch')} (--epochs {cfg.epochs}); "
                       "skipped it (raise --epochs to train further)", file=sys.stderr)
                 return run_dir
             print(f"ganbench: resuming {run_dir} after epoch {state.epoch}", file=sys.stderr)
-        write_json({**cfg.to_dict(), "ganbench_version": __version__, "device_resolved": str(device)},
-                   run_dir / "config.json")
+            _note_thread_change(run_dir, device)
+        write_json({**cfg.to_dict(), "ganbench_version": __version__, "device_resolved": str(device),
+                    "torch_threads": torch.get_num_threads()}, run_dir / "config.json")
         try:
             _train_epochs(state, dataset, fingerprint, run_dir, progress, bar_position, scorer)
         except Exception as exc:
@@ -473,6 +477,19 @@ class GraphedStep:
         self.graph = graph
 
 
+def _note_thread_change(run_dir: Path, device: torch.device) -> None:
+    """CPU kernels (dcgan's convolutions) round differently with another thread count: say so when a resume changes it."""
+    try:
+        before = json.loads((run_dir / "config.json").read_text()).get("torch_threads")
+    except (OSError, ValueError, AttributeError):
+        return
+    now = torch.get_num_threads()
+    if device.type == "cpu" and isinstance(before, int) and before != now:
+        print(f"ganbench: note: {run_dir} was trained with {before} CPU threads and resumes with {now}: kernels round "
+              "differently with another thread count, so its weights will not be bit-identical to an uninterrupted "
+              f"run's (OMP_NUM_THREADS={before} keeps them so)", file=sys.stderr)
+
+
 def _keeps_checkpoint(epoch: int, cfg: BaselineConfig) -> bool:
     return epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
 
@@ -501,11 +518,12 @@ def _write_epoch_outputs(state: TrainingState, dataset: ImageDataset, fingerprin
 
 
 def _complete_epoch_outputs(state: TrainingState, point: ResumePoint, dataset: ImageDataset, fingerprint: str,
-                            run_dir: Path) -> None:
+                            run_dir: Path, cfg: BaselineConfig) -> None:
     """--resume: write what a kill left out of the epoch it resumes from (its checkpoint, its grid, an up-to-date
     resume.pt), before training moves the weights on. The resume state is exactly that epoch's state, so the
     files come out as the uninterrupted run would have written them."""
-    keep = _keeps_checkpoint(state.epoch, point.config)  # what the interrupted run's options owed this epoch
+    # what the interrupted run's options owed this epoch, and the final checkpoint when this call ends at it
+    keep = _keeps_checkpoint(state.epoch, point.config) or state.epoch == cfg.epochs
     owed = [run_dir / ckpt.checkpoint_name(state.epoch), _grid_path(run_dir, state.epoch)] if keep else []
     missing = [path.name for path in owed if not path.is_file()]
     if point.path.name != RESUME_NAME:
