@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,15 +99,18 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a damaged deflate stream inside a .gz
         raise DataUnavailableError(f"cannot read IDX file {path}: {exc}") from exc
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise DataUnavailableError(f"{path} is not an IDX file (bad magic number {data[:4].hex()})")
+        raise DataUnavailableError(f"{path} is not an IDX file ({f'bad magic number {data[:4].hex()}' if data else 'empty'})")
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     ndim = data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataUnavailableError(f"{path} is truncated or corrupt: its header declares {ndim} dimensions, "
+                                   f"{header} bytes, but the file holds {len(data)}")
     shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow for a corrupt header
     if len(data) - header != expected:
         raise DataUnavailableError(
             f"{path} is truncated or corrupt: header says shape {shape} ({expected} bytes), "
@@ -133,7 +138,8 @@ def _find_idx_pair(directory: Path, name: str, split: str) -> tuple[Path, Path] 
 def _load_idx_pair(name: str, split: str, images_path: Path, labels_path: Path) -> ImageDataset:
     images = read_idx(images_path)
     labels = read_idx(labels_path)
-    if images.ndim != 3 or images.dtype != np.uint8 or labels.ndim != 1 or len(images) != len(labels):
+    if (images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8 or labels.ndim != 1
+            or len(images) != len(labels)):
         raise DataUnavailableError(
             f"{images_path} / {labels_path}: expected uint8 images (N, 28, 28) and N labels, "
             f"got images {images.shape} {images.dtype} and labels {labels.shape}"

@@ -28,6 +28,40 @@ def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):
         data.read_idx(tmp_path / "junk")
 
 
+def test_damaged_idx_headers_and_gzip_bodies_are_one_line(tmp_path):
+    # a header shorter than its dimensions raised struct.error, a corrupt gzip body zlib.error, an empty file said
+    # "bad magic number )", and three 2**32-1 dimensions overflowed the byte count in the message
+    import gzip
+
+    good = write_idx(tmp_path / "x-idx3-ubyte", np.zeros((4, 28, 28), dtype=np.uint8)).read_bytes()
+    cases = {
+        "short-header": (good[:8], r"is truncated or corrupt: its header declares 3 dimensions"),
+        "many-dims": (bytes([0, 0, 8, 255]) + b"\0" * 16, r"is truncated or corrupt: its header declares 255 dimensions"),
+        "empty": (b"", r"is not an IDX file \(empty\)"),
+        "huge": (bytes([0, 0, 8, 3]) + b"\xff" * 12, r"header says shape \(4294967295, 4294967295, 4294967295\) "
+                                                     r"\(79228162458924105385300197375 bytes\)"),
+    }
+    for name, (content, pattern) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataUnavailableError, match=pattern):
+            data.read_idx(tmp_path / name)
+    body = bytearray(gzip.compress(good))
+    body[40:60] = bytes(20)  # a damaged deflate stream, not a truncated one
+    (tmp_path / "bad.gz").write_bytes(bytes(body))
+    with pytest.raises(DataUnavailableError, match=r"cannot read IDX file .*bad\.gz"):
+        data.read_idx(tmp_path / "bad.gz")
+
+
+def test_idx_images_that_are_not_28x28_are_refused_before_training(tmp_path):
+    # 32x32 IDX images passed the "(N, 28, 28)" check, which never looked at the size: training failed later
+    # with a raw "Sizes of tensors must match" RuntimeError, leaving a config.json behind
+    make_idx_split(tmp_path, "train", 10, seed=3)
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((10, 32, 32), dtype=np.uint8))
+    with pytest.raises(DataUnavailableError, match=r"expected uint8 images \(N, 28, 28\) and N labels, got images "
+                                                   r"\(10, 32, 32\)"):
+        data.load_dataset("fashion-mnist", "train", data_root=tmp_path)
+
+
 def test_data_root_is_used_first_and_yields_uint8_nchw(tmp_path, capsys):
     images, labels = make_idx_split(tmp_path, "train", 10, seed=3)
     ds = data.load_dataset("fashion-mnist", "train", data_root=tmp_path)
