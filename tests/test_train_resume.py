@@ -331,3 +331,14 @@ def test_a_resume_under_another_cpu_thread_count_says_its_bits_will_differ(data_
     capsys.readouterr()
     train_baseline(_cfg(data_root, tmp_path, epochs=2), resume=True, progress=False)
     assert f"was trained with {torch.get_num_threads() + 7} CPU threads and resumes with" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_later_seeds_other_config_before_training_any_seed(data_root, tmp_path, capsys):
+    # --resume --seeds 0,1 trained seed 0 on and only then found that seed 1 was trained with another batch size;
+    # a fresh run's refusals already come before the first seed trains
+    assert main(_args(data_root, tmp_path, "--epochs", "1", "--seed", "0", "--batch-size", "64")) == 0
+    assert main(_args(data_root, tmp_path, "--epochs", "1", "--seed", "1", "--batch-size", "32")) == 0
+    capsys.readouterr()
+    assert main(_args(data_root, tmp_path, "--epochs", "2", "--seeds", "0,1", "--batch-size", "64", "--resume")) == 2
+    _last_error(capsys, r"seed1/.* was trained with a different config \(batch_size: checkpoint 32 vs now 64\)")
+    assert not (tmp_path / "baseline" / "fashion-mnist" / "seed0" / "epoch_0002.pt").exists()

@@ -8,7 +8,7 @@ import os
 import re
 
 from ganbench.config import SPEC_BETAS, BaselineConfig, EvalConfig, ZooConfig, check_seed
-from ganbench.errors import ConfigError
+from ganbench.errors import ConfigError, GanbenchError
 from ganbench.protocol import DATASETS
 from ganbench.train.zoo import MODELS
 
@@ -188,7 +188,7 @@ EVAL_FLAGS = re.compile(r"(?<![\w-])--(num-samples|extractor|metrics|reference|r
 
 def run_training(args) -> int:
     from ganbench.distributed import launched_by_torchrun
-    from ganbench.train.loop import check_fresh_run, train_model
+    from ganbench.train.loop import check_fresh_run, resume_point, train_model
 
     configs = configs_from_args(args)  # validates every seed's config before the first one trains
     eval_every = eval_every_from_args(args)
@@ -202,8 +202,14 @@ def run_training(args) -> int:
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         configs = configs[rank::world]
         _use_local_gpu(configs)
-    if not args.resume:
-        for cfg in configs:  # every seed's folder, so a refusal comes before hours of training the first seeds
+    for cfg in configs:  # every seed's folder, so a refusal comes before hours of training the first seeds
+        if args.resume:
+            try:
+                resume_point(cfg, quiet=True)
+            except GanbenchError:
+                resume_point(cfg)  # again, printing the notes on skipped checkpoints that its error refers to
+                raise
+        else:
             check_fresh_run(cfg)
     if args.jobs > 1 and len(configs) > 1:
         if eval_every is not None and configs:  # here first: weights and reference features cached for the workers

@@ -164,7 +164,7 @@ class ResumePoint(NamedTuple):
     config: BaselineConfig  # the one the checkpoint was written under
 
 
-def find_resume_checkpoint(run_dir: Path) -> ResumePoint | None:
+def find_resume_checkpoint(run_dir: Path, *, quiet: bool = False) -> ResumePoint | None:
     """The usable checkpoint with the most completed epochs (resume.pt or an epoch_XXXX.pt), loaded.
 
     One that is unreadable, malformed or lacks resume state is skipped with a note: every epoch's checkpoint
@@ -179,7 +179,8 @@ def find_resume_checkpoint(run_dir: Path) -> ResumePoint | None:
             state = ckpt.load_checkpoint(path)
             config = ckpt.resume_config(path, state)
         except CheckpointError as exc:
-            print(f"ganbench: --resume: skipping {path.name}: {one_line(exc, None)}", file=sys.stderr)
+            if not quiet:
+                print(f"ganbench: --resume: skipping {path.name}: {one_line(exc, None)}", file=sys.stderr)
             continue
         if best is None or state["epoch"] > best.state["epoch"]:
             best = ResumePoint(path, state, config)
@@ -234,17 +235,26 @@ def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, Resume
             f"{cfg.kind}'s batch norm needs at least 2 images in every batch, and {len(dataset)} images in batches of "
             f"{cfg.batch_size} leave one alone; change --batch-size or --max-train-images"
         )
-    run_dir = cfg.run_dir
     if not resume:
         check_fresh_run(cfg)
         return dataset, None
-    point = find_resume_checkpoint(run_dir) if run_dir.is_dir() else None
+    point = resume_point(cfg)
+    if point is None:
+        print(f"ganbench: --resume: no usable checkpoint in {cfg.run_dir}; training it from the start", file=sys.stderr)
+    return dataset, point
+
+
+def resume_point(cfg: BaselineConfig, *, quiet: bool = False) -> ResumePoint | None:
+    """Where --resume continues `cfg`'s run (None: from the start), refused in one line when that would train over
+    checkpoints it cannot continue, or continue another model's or another config's run. `ganbench train` asks it
+    for every seed before the first one trains; quiet: without the notes on skipped checkpoints."""
+    run_dir = cfg.run_dir
+    point = find_resume_checkpoint(run_dir, quiet=quiet) if run_dir.is_dir() else None
     if point is None and run_dir.is_dir() and _readable_checkpoints(run_dir):
         raise ConfigError(f"--resume: {run_dir} holds checkpoints none of which can be continued (see the notes above); "
                           "training from the start would overwrite them: move them away or choose another --out")
     if point is None:
-        print(f"ganbench: --resume: no usable checkpoint in {run_dir}; training it from the start", file=sys.stderr)
-        return dataset, None
+        return None
     if point.state["kind"] != cfg.kind:
         raise CheckpointError(f"--resume: {point.path} is a {point.state['kind']!r} checkpoint, not a {cfg.kind} run; "
                               "use the same model or another --out")
@@ -255,7 +265,7 @@ def prepare_run(cfg: BaselineConfig, resume: bool) -> tuple[ImageDataset, Resume
         raise CheckpointError(
             f"--resume: {point.path} was trained with a different config ({diff}); use the same options or another --out"
         )
-    return dataset, point
+    return point
 
 
 def train_model(cfg: BaselineConfig, resume: bool = False, progress: bool = True, bar_position: int | None = None,
@@ -556,4 +566,4 @@ def _progress_bar(enabled: bool, total: int, run: Path, position: int | None = N
 train_baseline = train_model  # the specified GAN is train_model(BaselineConfig(...)); the name tests and scripts use
 
 __all__ = ["HISTORY_COLUMNS", "ResumePoint", "TrainingState", "check_fresh_run", "find_resume_checkpoint", "prepare_run",
-           "resolve_device", "train_baseline", "train_model"]
+           "resolve_device", "resume_point", "train_baseline", "train_model"]
