@@ -125,13 +125,17 @@ def put_back_moved_aside(out: Path) -> bool:
         return False
     for entry in entries:
         match = _OURS.match(entry.name)
-        if match is None or match["target"] != out.name or not entry.name.endswith(".old") or not _is_stale(match, entry):
+        if match is None or match["target"] != out.name or not entry.name.endswith(".old"):
             continue
         inside = Path(entry.path) / out.name
-        if inside.is_dir() and not inside.is_symlink():
+        try:
+            if not _is_stale(match, entry) or not inside.is_dir() or inside.is_symlink():
+                continue
             os.replace(inside, out)
-            shutil.rmtree(entry.path, ignore_errors=True)
-            return True
+        except OSError:  # removed meanwhile, or not movable: best effort, as the cleanup of temporaries is
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        return True
     return False
 
 

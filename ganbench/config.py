@@ -23,6 +23,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # INTEGER columns, the narrower of the two. (KID's numpy RandomState seed is the fixed metric seed, not --seed.)
 SEED_LIMIT = 2**63
 MAX_LATENT_DIM = 65_536
+# Where a run was written, read its data and how its device was named, not what it computed: left out of the
+# weights files it writes (config.json beside them records them), so the same weights are the same bytes.
+NOT_IN_WEIGHTS = ("out", "data_root", "device")
 
 
 def check_seed(seed: int, flag: str = "--seed") -> None:
@@ -75,7 +78,7 @@ class BaselineConfig:
 
     # Fields that may change between an interrupted run and its --resume without changing the maths.
     RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device", "out", "data_root", "compile", "cuda_graphs")
-    NOT_IN_CHECKPOINT = ("out", "data_root", "device")  # where, not what: config.json beside the run records them
+    NOT_IN_WEIGHTS = NOT_IN_WEIGHTS
 
     def __post_init__(self) -> None:
         _check_training_run(self)
@@ -298,7 +301,7 @@ class ClassifierConfig:
     data_root: str | None = None
 
     # Fields that do not change the trained weights (given the device), so they stay out of the .pt.
-    NOT_IN_WEIGHTS = ("device", "out", "data_root")
+    NOT_IN_WEIGHTS = NOT_IN_WEIGHTS
 
     def __post_init__(self) -> None:
         _check_training_run(self)

@@ -114,6 +114,12 @@ def check_metrics(requested: Sequence[str], fake: FeatureSet) -> tuple[str, ...]
     return tuple(requested)
 
 
+def kid_spread_measured(options: dict, n_real: int, n_fake: int) -> bool:
+    """Whether KID's std over subsets measures anything: with subsets as large as both sets, every subset is both
+    whole sets reordered, and the spread is 0 by construction (rounding noise, ~1e-15), so none is reported."""
+    return not options["subset_size"] == n_real == n_fake
+
+
 def metrics_from_features(
     real: FeatureSet,
     fake: FeatureSet,
@@ -185,9 +191,7 @@ def metrics_from_features(
     if "kid" in names:
         kid = options("kid")
         mean, std = kernel_inception_distance(real_x, fake_x, kid["subsets"], kid["subset_size"], seed=seed)
-        if kid["subset_size"] == len(real) == len(fake):
-            # Every subset is then both whole sets reordered: the spread over subsets is 0 by construction
-            # (rounding noise, ~1e-15), not a measured uncertainty, so none is stored.
+        if not kid_spread_measured(kid, len(real), len(fake)):
             std = None
         out["kid"] = MetricValue(mean, std, options=kid)
     # one neighbour pass per set and one pass over the real-fake pairs serve all four k-NN metrics

@@ -138,7 +138,7 @@ class GanbenchMetric(Metric):
             getattr(self, f"{name}_features").append(features)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        from ganbench.metric_values import DC_K, PR_K, metric_options
+        from ganbench.metric_values import DC_K, PR_K, kid_spread_measured, metric_options
         from ganbench.metrics.fid import frechet_distance
         from ganbench.metrics.kid import kernel_inception_distance
         from ganbench.metrics.manifold import knn_metrics
@@ -156,7 +156,7 @@ class GanbenchMetric(Metric):
                 kid = metric_options("kid", n_real, n_fake)
                 out["kid"], out["kid_std"] = kernel_inception_distance(real, fake, kid["subsets"], kid["subset_size"],
                                                                        degree=kid["degree"], seed=kid["seed"])
-                if kid["subset_size"] == n_real == n_fake:  # every subset is both whole sets: no spread (eval: None)
+                if not kid_spread_measured(kid, n_real, n_fake):  # eval stores None; a tensor says NaN
                     out["kid_std"] = float("nan")
             pr_k = PR_K if {"precision", "recall"} & set(self.metrics) else None
             dc_k = DC_K if {"density", "coverage"} & set(self.metrics) else None

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_idx_split
+from conftest import make_idx_split, modes_bind_prefix
 
 from ganbench.cli import main
 from ganbench.errors import GanbenchWarning
@@ -364,11 +364,7 @@ def test_a_read_only_store_holding_every_result_is_a_clean_skip_and_new_work_is_
         before = stored(store)
         store.chmod(0o444)
         folder.chmod(0o555)
-        prefix = []
-        if os.geteuid() == 0:  # root writes through any mode: drop the capabilities that let it
-            if shutil.which("setpriv") is None:
-                pytest.skip("running as root without setpriv: cannot make a folder read-only to this process")
-            prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+        prefix = modes_bind_prefix()
 
         def run(*paths):
             return subprocess.run([*prefix, sys.executable, "-m", "ganbench", *eval_args(ws, store, *paths)],

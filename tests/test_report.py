@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import modes_bind_prefix
 
 from ganbench.atomic import temporary_prefix
 from ganbench.cli import main
@@ -352,11 +353,7 @@ def test_a_store_on_a_read_only_folder_is_reported_and_compared(tmp_path):
         out.chmod(0o777)
         store.chmod(0o444)
         folder.chmod(0o555)
-        prefix = []
-        if os.geteuid() == 0:  # root writes through any mode: drop the capabilities that let it
-            if shutil.which("setpriv") is None:
-                pytest.skip("running as root without setpriv: cannot make a folder read-only to this process")
-            prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+        prefix = modes_bind_prefix()
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         for argv in (["report", "--results", str(store), "--out", str(out / "rep"), "--no-plots"],
                      ["compare", "--results", str(store)]):

@@ -9,7 +9,7 @@ would need arbitrary unpickling, so an untrusted checkpoint can never run code. 
     ganbench_version
     kind            the model's name: "baseline" or another model of ganbench/train/zoo.py
     config          BaselineConfig.to_dict() (ZooConfig's for other models: + model, loss, architecture,
-                    n_critic, gp_weight), less out, data_root and device (NOT_IN_CHECKPOINT: where, not what)
+                    n_critic, gp_weight), less out, data_root and device (config.NOT_IN_WEIGHTS: where, not what)
     epoch, step     completed epochs / optimiser steps
     dataset         {"name", "split", "num_images", "fingerprint"}
     generator, discriminator             state_dicts
@@ -63,12 +63,8 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
 def checkpoint_bytes(state: dict) -> bytes:
     """The bytes `save_checkpoint` writes for `state` (torch.save's output is deterministic)."""
     buffer = io.BytesIO()
-    _write(state, buffer)
+    torch.save(_canonical(state), buffer)
     return buffer.getvalue()
-
-
-def _write(state: dict, f) -> None:
-    torch.save(_canonical(state), f)
 
 
 def _canonical(value):

@@ -108,7 +108,7 @@ class TrainingState:
             # Not where it was written, where its data were read or how the device was named (config.json keeps
             # them): the same weights are the same bytes, so the results store, which keys checkpoints by content,
             # sees one source, and a resume that spells its data folder another way ends in the uninterrupted bytes.
-            "config": {k: v for k, v in self.cfg.to_dict().items() if k not in self.cfg.NOT_IN_CHECKPOINT},
+            "config": {k: v for k, v in self.cfg.to_dict().items() if k not in self.cfg.NOT_IN_WEIGHTS},
             "epoch": self.epoch,
             "step": self.step,
             "dataset": {"name": dataset.name, "split": dataset.split, "num_images": len(dataset), "fingerprint": fingerprint},
@@ -170,11 +170,8 @@ def find_resume_checkpoint(run_dir: Path, *, quiet: bool = False) -> ResumePoint
     One that is unreadable, malformed or lacks resume state is skipped with a note: every epoch's checkpoint
     holds the full resume state, so an older one is a correct, if earlier, place to continue from.
     """
-    # resume.pt first: on a tie it is the one to keep, as it is already up to date.
-    resume_file = run_dir / RESUME_NAME
-    candidates = ([resume_file] if resume_file.is_file() else []) + ckpt.find_checkpoints(run_dir)
     best: ResumePoint | None = None
-    for path in candidates:
+    for path in _checkpoint_files(run_dir):
         try:
             state = ckpt.load_checkpoint(path)
             config = ckpt.resume_config(path, state)
@@ -187,11 +184,17 @@ def find_resume_checkpoint(run_dir: Path, *, quiet: bool = False) -> ResumePoint
     return best
 
 
+def _checkpoint_files(run_dir: Path) -> list[Path]:
+    """resume.pt (first: on a tie it is the one to keep, as it is already up to date), then every epoch_XXXX.pt."""
+    resume_file = run_dir / RESUME_NAME
+    return ([resume_file] if resume_file.is_file() else []) + ckpt.find_checkpoints(run_dir)
+
+
 def _readable_checkpoints(run_dir: Path) -> list[Path]:
     """The checkpoint files in `run_dir` that hold data (they load, whatever their fields): --resume may write over
     a corrupt one, never over one of these."""
     readable = []
-    for path in ([run_dir / RESUME_NAME] if (run_dir / RESUME_NAME).is_file() else []) + ckpt.find_checkpoints(run_dir):
+    for path in _checkpoint_files(run_dir):
         try:
             load_tensors(path, "checkpoint")
         except (CheckpointError, OSError):
